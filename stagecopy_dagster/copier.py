@@ -1,0 +1,617 @@
+"""Copy one table: source COPY stream -> UNLOGGED staging -> MERGE, in one target transaction.
+
+The per-table run reads like the algorithm (:meth:`TableCopier.run`):
+
+1. describe the source (a table or a query) inside the caller's REPEATABLE READ, READ ONLY
+   snapshot, and check the spec against it (key, watermark, scope);
+2. in one target transaction: take the per-target lock, create or reconcile the target table;
+3. stream `COPY ... TO STDOUT` into `COPY ... FROM STDIN`: straight into the final table when
+   nothing needs matching (an empty target, `replace`, `append`), otherwise into an UNLOGGED
+   staging table that is then MERGEd by key;
+4. drop the staging table, count, commit. Any failure rolls the whole transaction back, so the
+   target is exactly as before and no staging table survives.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from stagecopy_dagster import catalog
+from stagecopy_dagster import statements as st
+from stagecopy_dagster.errors import (
+    DuplicateKeyError,
+    SchemaMismatchError,
+    SourceError,
+    SpecError,
+    StagecopyError,
+    describe_db_error,
+    wrap_db_error,
+)
+from stagecopy_dagster.identifiers import QualifiedName, clip_identifier, staging_table_name
+from stagecopy_dagster.spec import Mode, TableSpec
+from stagecopy_dagster.statements import Column, CopyFormat
+
+log = logging.getLogger(__name__)
+
+#: PostgreSQL 17 brought `MERGE ... RETURNING` and `WHEN NOT MATCHED BY SOURCE`.
+PG17 = 170000
+#: MERGE arrived in PostgreSQL 15.
+MIN_TARGET_VERSION = 150000
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    """Knobs of one copy (the resource fills them from its config)."""
+
+    lock_timeout: str = "30s"
+    """How long to wait for another session's lock on the target before failing."""
+    merge_work_mem: str = "256MB"
+    """`work_mem` for the MERGE, so its hash join stays in memory."""
+    progress_interval: float = 5.0
+    """Seconds between progress reports while rows stream."""
+    write_block: int = 1 << 20
+    """Join COPY blocks into writes of about this many bytes (fewer round trips)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running copy stands."""
+
+    table: str
+    rows: int | None
+    """Rows streamed so far (None for binary COPY, whose rows are counted at the end)."""
+    bytes: int
+    seconds: float
+
+    @property
+    def mb_per_second(self) -> float:
+        """Throughput so far."""
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """What one copy did, with exact counts from the database."""
+
+    table: str
+    source: str
+    mode: Mode
+    path: str
+    """`staged` (staging + MERGE) or `direct` (COPY into the final table)."""
+    copy_format: CopyFormat
+    rows_copied: int
+    inserted: int
+    updated: int
+    deleted: int
+    bytes: int
+    target_rows: int
+    created_table: bool
+    added_columns: tuple[str, ...]
+    watermark: str | None
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    server_version: int
+    steps: dict[str, float] = field(default_factory=dict)
+    """Seconds per step, in order."""
+
+    @property
+    def seconds(self) -> float:
+        """Total seconds of all steps."""
+        return sum(self.steps.values())
+
+    @property
+    def rows_per_second(self) -> float:
+        """Rows copied per second over the whole run."""
+        return self.rows_copied / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """The source as it will be read: relation, columns, key."""
+
+    relation: QualifiedName | Any
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+
+
+class SourceSnapshot:
+    """A source connection inside one REPEATABLE READ, READ ONLY transaction.
+
+    The copy and the integrity check that follows it read the same snapshot, so rows written
+    to the source during the copy can never make the check raise a false alarm; and a read-only
+    transaction means stagecopy cannot write to the source even by mistake.
+    """
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.version = catalog.server_version(conn)
+
+    @classmethod
+    @contextmanager
+    def begin(cls, conn: psycopg.Connection) -> Iterator[SourceSnapshot]:
+        """Open the snapshot transaction on `conn` (autocommit off) and end it afterwards."""
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        try:
+            yield cls(conn)
+        finally:
+            if not conn.closed:
+                try:
+                    conn.rollback()
+                except psycopg.Error:  # the connection died; nothing left to end
+                    pass
+
+
+def _oid_or_none(conn: psycopg.Connection, table: QualifiedName) -> int | None:
+    return catalog.relation_oid(conn, table)
+
+
+class TableCopier:
+    """Runs the staging -> COPY -> MERGE algorithm for one table.
+
+    Example:
+        >>> with SourceSnapshot.begin(src) as snap:  # doctest: +SKIP
+        ...     result = TableCopier(table, snap, target_conn).run()
+    """
+
+    def __init__(
+        self,
+        table: TableSpec,
+        source: SourceSnapshot,
+        target: psycopg.Connection,
+        *,
+        options: CopyOptions | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.table = table
+        self.source = source
+        self.target = target
+        self.options = options or CopyOptions()
+        self.progress = progress
+        self.steps: dict[str, float] = {}
+        self.label = table.label
+        self.target_name = table.target_table
+
+    # -- the algorithm --------------------------------------------------------------------
+
+    def run(self) -> CopyResult:
+        """Copy the table; return exact counts. The target is untouched when this raises."""
+        plan = self.plan_source()
+        version = catalog.server_version(self.target)
+        if version < MIN_TARGET_VERSION:
+            raise StagecopyError(
+                f"the target runs PostgreSQL {version // 10000}; stagecopy needs 15 or newer "
+                "(MERGE)",
+                table=self.label,
+            )
+        try:
+            with self.target.transaction():
+                created, added, columns, fmt, path, counts, target_rows, watermark = self._apply(
+                    plan, version
+                )
+                commit_started = time.perf_counter()
+        except StagecopyError:
+            raise
+        except psycopg.Error as exc:
+            raise wrap_db_error(exc, table=self.label, step="commit") from exc
+        self.steps["commit"] = time.perf_counter() - commit_started
+        rows_copied, inserted, updated, deleted, nbytes = counts
+        return CopyResult(
+            table=self.label,
+            source=self.table.source_label,
+            mode=self.table.mode,
+            path=path,
+            copy_format=fmt,
+            rows_copied=rows_copied,
+            inserted=inserted,
+            updated=updated,
+            deleted=deleted,
+            bytes=nbytes,
+            target_rows=int(target_rows),
+            created_table=created,
+            added_columns=added,
+            watermark=None if watermark is None else str(watermark),
+            columns=tuple(columns),
+            key=plan.key,
+            server_version=version,
+            steps=dict(self.steps),
+        )
+
+    def _apply(self, plan: SourcePlan, version: int) -> tuple[Any, ...]:
+        """Everything inside the target transaction, in order."""
+        self._lock_target()
+        created, added, columns = self._prepare_target(plan)
+        watermark = self._watermark()
+        fmt = self._format(plan, columns)
+        if self._copies_direct(created):
+            counts = self._copy_direct(plan, columns, fmt, watermark)
+            path = "direct"
+        else:
+            counts = self._copy_staged(plan, columns, fmt, watermark, version)
+            path = "staged"
+        with self._step("count"):
+            target_rows = self._scalar(st.count_rows(self.target_name))
+        return created, added, columns, fmt, path, counts, target_rows, watermark
+
+    # -- source -----------------------------------------------------------------------------
+
+    def plan_source(self) -> SourcePlan:
+        """Describe the source and check the spec against it (nothing is written)."""
+        conn = self.source.conn
+        spec = self.table
+        with self._step("describe"):
+            if spec.source is not None:
+                oid = _oid_or_none(conn, spec.source)
+                if oid is None:
+                    raise SourceError(
+                        f"source table {spec.source} does not exist (or the source role "
+                        "cannot see it)",
+                        table=self.label,
+                    )
+                columns = catalog.columns(conn, oid)
+                default_key = catalog.primary_key(conn, oid)
+                relation: Any = spec.source
+            else:
+                assert spec.query is not None
+                catalog.check_functions(conn, spec.query, what="query")
+                columns = catalog.query_columns(conn, spec.query)
+                default_key = ()
+                relation = spec.query
+            names = [c.name for c in columns]
+            key = spec.primary_key or default_key
+            for col in key:
+                if col not in names:
+                    raise SpecError(
+                        f"primary_key column {col!r} is not a column of the source "
+                        f"(columns: {', '.join(names)})",
+                        table=self.label,
+                    )
+            if spec.mode.needs_key and not key:
+                raise SpecError(
+                    f"mode {spec.mode.value} needs a primary key: the source has none, "
+                    "so set `primary_key`",
+                    table=self.label,
+                )
+            if spec.incremental_field and spec.incremental_field not in names:
+                raise SpecError(
+                    f"incremental_field {spec.incremental_field!r} is not a column of the source",
+                    table=self.label,
+                )
+            if spec.where is not None:
+                catalog.check_functions(conn, spec.where, what="where")
+                self._explain(conn, st.select_rows(relation, names, st.scope_filter(spec.where)))
+        return SourcePlan(relation, tuple(columns), tuple(key))
+
+    # -- target ---------------------------------------------------------------------------
+
+    def _lock_target(self) -> None:
+        with self._step("lock"):
+            self._exec(st.set_local("lock_timeout", self.options.lock_timeout))
+            self._exec(st.advisory_lock(self.target_name))
+
+    def _prepare_target(self, plan: SourcePlan) -> tuple[bool, tuple[str, ...], list[Column]]:
+        """Create or reconcile the target; return (created, added columns, columns to copy)."""
+        with self._step("prepare"):
+            oid = _oid_or_none(self.target, self.target_name)
+            if oid is None:
+                self._create_target(plan)
+                return True, (), [c for c in plan.columns]
+            self._exec(st.lock_table(self.target_name))
+            existing = {c.name: c for c in catalog.columns(self.target, oid)}
+            added: list[str] = []
+            copy_columns: list[Column] = []
+            mismatched: list[str] = []
+            for col in plan.columns:
+                have = existing.get(col.name)
+                if have is None:
+                    self._exec(st.add_column(self.target_name, col))
+                    added.append(col.name)
+                    copy_columns.append(col)
+                elif have.generated:
+                    continue  # the target computes it; never COPY into a generated column
+                elif have.type != col.type:
+                    mismatched.append(f"{col.name} is {col.type} at the source, {have.type} here")
+                else:
+                    copy_columns.append(
+                        Column(
+                            col.name,
+                            col.type,
+                            have.not_null,
+                            False,
+                            have.identity_always,
+                            col.binary_safe and have.binary_safe,
+                        )
+                    )
+            if mismatched:
+                raise SchemaMismatchError(
+                    "column types differ between source and target (no silent casts): "
+                    + "; ".join(mismatched),
+                    table=self.label,
+                )
+            for col in plan.key:
+                if col not in {c.name for c in copy_columns}:
+                    raise SchemaMismatchError(
+                        f"key column {col!r} is generated in the target", table=self.label
+                    )
+            if self.table.where is not None:
+                self._explain(
+                    self.target,
+                    st.select_rows(
+                        self.target_name,
+                        [c.name for c in copy_columns],
+                        st.scope_filter(self.table.where),
+                    ),
+                )
+                catalog.check_functions(self.target, self.table.where, what="where")
+            return False, tuple(added), copy_columns
+
+    def _create_target(self, plan: SourcePlan) -> None:
+        target = self.target_name
+        self._exec(st.create_schema(target.schema))
+        key = plan.key if self.table.mode.needs_key or self.table.primary_key else None
+        self._exec(st.create_table(target, plan.columns, key))
+        if self.table.incremental_field:
+            index = clip_identifier(f"{target.name}_{self.table.incremental_field}_idx")
+            self._exec(st.create_index(target, index, self.table.incremental_field))
+
+    def _watermark(self) -> Any:
+        spec = self.table
+        if not spec.incremental_field:
+            return None
+        with self._step("watermark"):
+            return self._scalar(
+                st.max_watermark(
+                    self.target_name, spec.incremental_field, spec.where, spec.lookback
+                )
+            )
+
+    def _format(self, plan: SourcePlan, columns: Sequence[Column]) -> CopyFormat:
+        # Binary only where both sides hold exactly the same, portable types.
+        source_types = {c.name: c for c in plan.columns}
+        same = all(
+            c.binary_safe
+            and source_types[c.name].binary_safe
+            and source_types[c.name].type == c.type
+            for c in columns
+        )
+        return "binary" if same else "text"
+
+    def _copies_direct(self, created: bool) -> bool:
+        mode = self.table.mode
+        if mode in (Mode.REPLACE, Mode.APPEND):
+            return True
+        if created:
+            return True
+        # Nothing to match against: MERGE would be wasted work.
+        return bool(self._scalar(st.is_empty(self.target_name, None)))
+
+    # -- the two paths ------------------------------------------------------------------------
+
+    def _source_select(
+        self, plan: SourcePlan, names: Sequence[str], watermark: Any
+    ) -> sql.Composed:
+        spec = self.table
+        where = st.scope_filter(
+            spec.where,
+            incremental_field=spec.incremental_field,
+            watermark=watermark,
+            inclusive=spec.mode is not Mode.APPEND,
+        )
+        return st.select_rows(plan.relation, names, where)
+
+    def _copy_direct(
+        self, plan: SourcePlan, columns: Sequence[Column], fmt: CopyFormat, watermark: Any
+    ) -> tuple[int, int, int, int, int]:
+        deleted = 0
+        if self.table.mode is Mode.REPLACE:
+            with self._step("delete"):
+                if self.table.where is None:
+                    deleted = int(self._scalar(st.count_rows(self.target_name)))
+                    self._exec(st.truncate(self.target_name))
+                else:
+                    deleted = self._exec(st.delete_scope(self.target_name, self.table.where))
+        names = [c.name for c in columns]
+        rows, nbytes = self._stream(
+            self._source_select(plan, names, watermark),
+            st.copy_in(self.target_name.identifier, names, fmt),
+            fmt,
+        )
+        return rows, rows, 0, deleted, nbytes
+
+    def _copy_staged(
+        self,
+        plan: SourcePlan,
+        columns: Sequence[Column],
+        fmt: CopyFormat,
+        watermark: Any,
+        version: int,
+    ) -> tuple[int, int, int, int, int]:
+        spec = self.table
+        key = plan.key
+        names = [c.name for c in columns]
+        staging = QualifiedName(self.target_name.schema, staging_table_name())
+        with self._step("staging"):
+            self._exec(st.create_staging(staging, self.target_name, names))
+        rows, nbytes = self._stream(
+            self._source_select(plan, names, watermark),
+            st.copy_in(staging.identifier, names, fmt),
+            fmt,
+        )
+        target_oid = _oid_or_none(self.target, self.target_name)
+        assert target_oid is not None
+        if not catalog.has_unique_index(self.target, target_oid, key):
+            with self._step("duplicates"):
+                self._refuse_duplicates(staging, key)
+        sync = spec.mode is Mode.SYNC
+        # With a watermark, the staged rows are only the new ones: deletes need every key.
+        one_statement_sync = sync and version >= PG17 and watermark is None
+        inserted = updated = deleted = 0
+        with self._step("merge"):
+            self._exec(st.set_local("work_mem", self.options.merge_work_mem))
+            self._exec(sql.SQL("SAVEPOINT stagecopy_merge"))
+            try:
+                if version >= PG17:
+                    row = self.target.execute(
+                        st.merge(
+                            self.target_name,
+                            staging,
+                            columns=columns,
+                            key=key,
+                            delete_scope=spec.where,
+                            delete_missing=one_statement_sync,
+                            returning=True,
+                        )
+                    ).fetchone()
+                    assert row is not None
+                    inserted, updated, deleted = (int(v) for v in row)
+                else:
+                    before = int(self._scalar(st.count_rows(self.target_name)))
+                    affected = self._exec(
+                        st.merge(self.target_name, staging, columns=columns, key=key)
+                    )
+                    after = int(self._scalar(st.count_rows(self.target_name)))
+                    inserted = after - before
+                    updated = affected - inserted
+            except (
+                pg_errors.UniqueViolation,
+                pg_errors.NotNullViolation,
+                pg_errors.CardinalityViolation,
+            ) as exc:
+                self._exec(sql.SQL("ROLLBACK TO SAVEPOINT stagecopy_merge"))
+                self._refuse_duplicates(staging, key)
+                raise DuplicateKeyError(
+                    f"MERGE refused the staged rows: {describe_db_error(exc)}", table=self.label
+                ) from exc
+        if sync and not one_statement_sync:
+            with self._step("delete"):
+                keys = staging
+                if watermark is not None:
+                    keys = QualifiedName(self.target_name.schema, staging_table_name())
+                    self._exec(st.create_staging(keys, self.target_name, key))
+                    key_fmt: CopyFormat = (
+                        "binary" if self._keys_binary(columns, key, fmt) else "text"
+                    )
+                    self._stream(
+                        self._source_select(plan, key, None),
+                        st.copy_in(keys.identifier, key, key_fmt),
+                        key_fmt,
+                        step="copy_keys",
+                    )
+                deleted = self._exec(
+                    st.delete_missing(self.target_name, keys, key=key, where=spec.where)
+                )
+                if keys is not staging:
+                    self._exec(st.drop_table(keys))
+        with self._step("drop_staging"):
+            self._exec(st.drop_table(staging))
+        return rows, inserted, updated, deleted, nbytes
+
+    @staticmethod
+    def _keys_binary(columns: Sequence[Column], key: Sequence[str], fmt: CopyFormat) -> bool:
+        return fmt == "binary" and all(c.binary_safe for c in columns if c.name in key)
+
+    def _refuse_duplicates(self, staging: QualifiedName, key: Sequence[str]) -> None:
+        rows = self.target.execute(st.duplicate_keys(staging, key)).fetchall()
+        if rows:
+            shown = ", ".join(
+                "(" + ", ".join("NULL" if v is None else repr(v) for v in r[:-1]) + f") x{r[-1]}"
+                for r in rows
+            )
+            raise DuplicateKeyError(
+                f"the source rows in scope repeat or lack the key ({', '.join(key)}): {shown}",
+                table=self.label,
+            )
+
+    # -- streaming ------------------------------------------------------------------------------
+
+    def _stream(
+        self,
+        select: sql.Composable,
+        copy_in: sql.Composable,
+        fmt: CopyFormat,
+        *,
+        step: str = "copy",
+    ) -> tuple[int, int]:
+        """Stream COPY OUT from the source into COPY IN on the target; return (rows, bytes)."""
+        started = time.perf_counter()
+        next_report = started + self.options.progress_interval
+        nbytes = 0
+        newlines = 0
+        block_size = self.options.write_block
+        pending: list[Any] = []
+        pending_size = 0
+        src_cur = self.source.conn.cursor()
+        tgt_cur = self.target.cursor()
+        with self._step(step):
+            with src_cur.copy(st.copy_out(select, fmt)) as out, tgt_cur.copy(copy_in) as inp:
+                for block in out:
+                    pending.append(block)
+                    pending_size += len(block)
+                    if pending_size >= block_size:
+                        data = b"".join(pending)
+                        inp.write(data)
+                        nbytes += pending_size
+                        if fmt == "text":
+                            newlines += data.count(b"\n")
+                        pending.clear()
+                        pending_size = 0
+                        now = time.perf_counter()
+                        if self.progress is not None and now >= next_report:
+                            next_report = now + self.options.progress_interval
+                            self.progress(
+                                Progress(
+                                    self.label,
+                                    newlines if fmt == "text" else None,
+                                    nbytes,
+                                    now - started,
+                                )
+                            )
+                if pending:
+                    data = b"".join(pending)
+                    inp.write(data)
+                    nbytes += pending_size
+            rows = tgt_cur.rowcount
+        if self.progress is not None:
+            self.progress(Progress(self.label, rows, nbytes, time.perf_counter() - started))
+        return rows, nbytes
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        except StagecopyError:
+            raise
+        except psycopg.Error as exc:
+            raise wrap_db_error(exc, table=self.label, step=name) from exc
+        finally:
+            self.steps[name] = self.steps.get(name, 0.0) + time.perf_counter() - started
+
+    def _exec(self, statement: sql.Composable) -> int:
+        return self.target.execute(statement).rowcount
+
+    def _scalar(self, statement: sql.Composable) -> Any:
+        row = self.target.execute(statement).fetchone()
+        return None if row is None else row[0]
+
+    def _explain(self, conn: psycopg.Connection, statement: sql.Composable) -> None:
+        try:
+            catalog.explain(conn, statement)
+        except psycopg.Error as exc:
+            side = "source" if conn is self.source.conn else "target"
+            raise SpecError(
+                f"`where` does not work on the {side}: {describe_db_error(exc)}", table=self.label
+            ) from exc

@@ -1,0 +1,316 @@
+"""The replication spec: frozen, validated models of the YAML users write.
+
+A spec lists tables; each entry says where rows come from (`source` table or `query`), where they
+go (`target`), how they are matched (`primary_key`), which rows are in scope (`where`), what is new
+(`incremental_field`, `lookback`) and how they are applied (`mode`). Everything that can be checked
+without a database is checked here, when definitions load; what needs the database (does the
+table exist, is the key a column) is checked by the copier before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from stagecopy_dagster.errors import SpecError, StagecopyError
+from stagecopy_dagster.identifiers import (
+    QualifiedName,
+    asset_name_for,
+    is_valid_dagster_name,
+    parse_column_name,
+    parse_qualified_name,
+)
+from stagecopy_dagster.sqlguard import CheckedSql, parse_query, parse_where
+
+#: Keys that identify one table and so cannot be set under `defaults`.
+PER_TABLE_KEYS = frozenset({"source", "query", "target", "name"})
+_INTERVAL_RE = re.compile(
+    r"^\s*\d+(\.\d+)?\s*(microseconds?|milliseconds?|seconds?|secs?|minutes?|mins?|hours?|"
+    r"days?|weeks?)\s*$",
+    re.IGNORECASE,
+)
+
+
+class Mode(StrEnum):
+    """How the rows in scope are applied to the target table."""
+
+    MERGE = "merge"
+    """Upsert by primary key; target rows missing from the source stay."""
+    SYNC = "sync"
+    """Upsert by primary key and delete target rows in scope whose key left the source."""
+    REPLACE = "replace"
+    """Replace the target rows in scope with the source rows in scope."""
+    APPEND = "append"
+    """Insert the source rows in scope."""
+
+    @property
+    def needs_key(self) -> bool:
+        """Whether this mode matches rows by primary key."""
+        return self in (Mode.MERGE, Mode.SYNC)
+
+
+def _as_qualified(value: Any) -> Any:
+    return parse_qualified_name(value) if isinstance(value, str) else value
+
+
+def _as_columns(value: Any) -> Any:
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list | tuple):
+        return tuple(parse_column_name(v) if isinstance(v, str) else v for v in value)
+    return value
+
+
+def _as_column(value: Any) -> Any:
+    return parse_column_name(value) if isinstance(value, str) else value
+
+
+def _as_where(value: Any) -> Any:
+    return parse_where(value) if isinstance(value, str) else value
+
+
+def _as_query(value: Any) -> Any:
+    return parse_query(value) if isinstance(value, str) else value
+
+
+class TableSpec(BaseModel):
+    """One replicated table: an entry of `tables:` merged with `defaults:`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    source: Annotated[QualifiedName | None, BeforeValidator(_as_qualified)] = Field(
+        default=None, description="Source table, `schema.table` (PostgreSQL quoting rules)."
+    )
+    query: Annotated[CheckedSql | None, BeforeValidator(_as_query)] = Field(
+        default=None, description="A single SELECT run on the source instead of a table."
+    )
+    target: Annotated[QualifiedName | None, BeforeValidator(_as_qualified)] = Field(
+        default=None, description="Target table; defaults to the source table's name."
+    )
+    primary_key: Annotated[tuple[str, ...] | None, BeforeValidator(_as_columns)] = Field(
+        default=None, description="Key columns; defaults to the source table's primary key."
+    )
+    where: Annotated[CheckedSql | None, BeforeValidator(_as_where)] = Field(
+        default=None, description="Scope: one boolean SQL expression, applied on both sides."
+    )
+    incremental_field: Annotated[str | None, BeforeValidator(_as_column)] = Field(
+        default=None, description="Copy only rows whose field is newer than the target's max."
+    )
+    lookback: str | None = Field(
+        default=None, description="Re-copy this much before the watermark, e.g. '10 minutes'."
+    )
+    mode: Mode = Field(default=Mode.MERGE, description="merge | sync | replace | append")
+    name: str | None = Field(default=None, description="Asset name (^[A-Za-z0-9_]+$).")
+    group: str | None = Field(default=None, description="Asset group; defaults to the schema.")
+    schedule: str | None = Field(default=None, description="Cron schedule for this table.")
+    description: str | None = Field(default=None, description="Asset description.")
+    parallel: int = Field(
+        default=1, ge=1, le=64, description="Parallel COPY streams for one large table."
+    )
+    blocking: bool = Field(
+        default=False, description="Whether a failed integrity check fails the run."
+    )
+
+    @field_validator("lookback")
+    @classmethod
+    def _check_lookback(cls, value: str | None) -> str | None:
+        if value is not None and not _INTERVAL_RE.match(value):
+            raise ValueError(f"lookback {value!r} must look like '10 minutes' or '2 hours'")
+        return value
+
+    @field_validator("name", "group")
+    @classmethod
+    def _check_dagster_name(cls, value: str | None) -> str | None:
+        if value is not None and not is_valid_dagster_name(value):
+            raise ValueError(f"{value!r} must match ^[A-Za-z0-9_]+$")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_cron(cls, value: str | None) -> str | None:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if value is not None and not is_valid_cron_string(value):
+            raise ValueError(f"schedule {value!r} is not a valid cron string")
+        return value
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> TableSpec:
+        if (self.source is None) == (self.query is None):
+            raise ValueError("give exactly one of `source` (a table) or `query` (a SELECT)")
+        if self.query is not None:
+            if self.target is None:
+                raise ValueError("a `query` source needs an explicit `target`")
+            if self.mode.needs_key and not self.primary_key:
+                raise ValueError(f"a `query` source in mode {self.mode.value} needs `primary_key`")
+        if self.primary_key is not None and len(set(self.primary_key)) != len(self.primary_key):
+            raise ValueError("primary_key lists a column twice")
+        if self.lookback and not self.incremental_field:
+            raise ValueError("`lookback` needs `incremental_field`")
+        return self
+
+    @property
+    def target_table(self) -> QualifiedName:
+        """The target table (the source's name when no target is given)."""
+        target = self.target or self.source
+        assert target is not None  # guaranteed by _check_shape
+        return target
+
+    @property
+    def asset_name(self) -> str:
+        """The Dagster asset name: `name`, or one derived from the target table."""
+        return self.name or asset_name_for(self.target_table)
+
+    @property
+    def group_name(self) -> str:
+        """The Dagster group: `group`, or one derived from the target schema."""
+        return self.group or asset_name_for(QualifiedName("public", self.target_table.schema))
+
+    @property
+    def label(self) -> str:
+        """How messages name this table: the target table as it would be written in SQL."""
+        return str(self.target_table)
+
+    @property
+    def source_label(self) -> str:
+        """The source as messages name it."""
+        return str(self.source) if self.source is not None else "query"
+
+
+class ReplicationSpec(BaseModel):
+    """A whole replication spec: defaults and tables."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tables: tuple[TableSpec, ...]
+
+    def table(self, selector: str) -> TableSpec:
+        """Find a table by asset name, target table name or source table name."""
+        for table in self.tables:
+            if selector in table_selectors(table):
+                return table
+        raise SpecError(f"no table matches {selector!r}")
+
+    def select(self, selectors: list[str] | None) -> tuple[TableSpec, ...]:
+        """The tables named by `selectors` (all tables when None or empty)."""
+        if not selectors:
+            return self.tables
+        return tuple(dict.fromkeys(self.table(s) for s in selectors))
+
+
+def table_selectors(table: TableSpec) -> set[str]:
+    """Every name by which a user may select `table` on the command line."""
+    names = {table.asset_name, str(table.target_table), table.target_table.name}
+    names.add(f"{table.target_table.schema}.{table.target_table.name}")
+    if table.source is not None:
+        names |= {str(table.source), f"{table.source.schema}.{table.source.name}"}
+    return names
+
+
+def _entry_label(index: int, raw: Any) -> str:
+    if isinstance(raw, Mapping):
+        for key in ("name", "target", "source"):
+            if isinstance(raw.get(key), str):
+                return f"tables[{index}] ({raw[key]})"
+    return f"tables[{index}]"
+
+
+def _format_validation_error(entry: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {loc!r}"
+            loc = ""
+        elif err["type"] == "enum":
+            msg = f"{err['input']!r} is not one of merge, sync, replace, append"
+        lines.append(f"{entry}{'.' + loc if loc else ''}: {msg}")
+    return "; ".join(lines)
+
+
+def parse_spec(data: Mapping[str, Any] | None, *, origin: str = "spec") -> ReplicationSpec:
+    """Validate a spec mapping; raise :class:`SpecError` naming the entry and the problem."""
+    if not data:
+        raise SpecError(f"{origin}: the spec is empty; it needs a `tables:` list")
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{origin}: the spec must be a mapping with `tables:`")
+    unknown = set(data) - {"defaults", "tables"}
+    if unknown:
+        raise SpecError(f"{origin}: unknown top-level key(s) {sorted(unknown)}")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise SpecError(f"{origin}: `defaults` must be a mapping")
+    bad_defaults = PER_TABLE_KEYS & set(defaults)
+    if bad_defaults:
+        raise SpecError(f"{origin}: defaults cannot set {sorted(bad_defaults)} (one per table)")
+    raw_tables = data.get("tables")
+    if not isinstance(raw_tables, list) or not raw_tables:
+        raise SpecError(f"{origin}: `tables` must be a non-empty list")
+
+    tables: list[TableSpec] = []
+    for index, raw in enumerate(raw_tables):
+        entry = _entry_label(index, raw)
+        if not isinstance(raw, Mapping):
+            raise SpecError(f"{origin}: {entry} must be a mapping")
+        try:
+            tables.append(TableSpec.model_validate({**defaults, **raw}))
+        except ValidationError as exc:
+            raise SpecError(f"{origin}: {_format_validation_error(entry, exc)}") from None
+        except StagecopyError as exc:
+            raise SpecError(f"{origin}: {entry}: {exc}") from None
+    _check_unique(tables, origin=origin)
+    return ReplicationSpec(tables=tuple(tables))
+
+
+def _check_unique(tables: list[TableSpec], *, origin: str) -> None:
+    targets: dict[QualifiedName, int] = {}
+    names: dict[str, int] = {}
+    for index, table in enumerate(tables):
+        seen = targets.setdefault(table.target_table, index)
+        if seen != index:
+            raise SpecError(
+                f"{origin}: tables[{index}] and tables[{seen}] both write {table.label}"
+            )
+        seen = names.setdefault(table.asset_name, index)
+        if seen != index:
+            raise SpecError(
+                f"{origin}: tables[{index}] and tables[{seen}] would both be asset "
+                f"{table.asset_name!r}; set `name:` on one of them"
+            )
+
+
+def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any]) -> ReplicationSpec:
+    """Load a spec from a YAML path or a mapping.
+
+    Example:
+        >>> load_spec({"tables": [{"source": "public.orders"}]}).tables[0].mode
+        <Mode.MERGE: 'merge'>
+    """
+    if isinstance(spec, Mapping):
+        return parse_spec(spec)
+    path = Path(spec)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    return parse_spec(data, origin=str(path))

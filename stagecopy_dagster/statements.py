@@ -1,0 +1,431 @@
+"""Pure SQL builders: every statement stagecopy sends, composed with :mod:`psycopg.sql`.
+
+Nothing here touches a database; each builder returns a :class:`psycopg.sql.Composed` whose text
+the unit tests compare exactly (``stmt.as_string(None)``). Identifiers are always
+:class:`~psycopg.sql.Identifier`; values are :class:`~psycopg.sql.Literal` (COPY cannot take bind
+parameters) or bind parameters; the only user SQL comes in as a
+:class:`~stagecopy_dagster.sqlguard.CheckedSql`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from psycopg import sql
+
+from stagecopy_dagster.identifiers import QualifiedName
+from stagecopy_dagster.sqlguard import CheckedSql
+
+CopyFormat = Literal["binary", "text"]
+
+#: Session settings that make text output identical on both sides (COPY text, check hashes).
+SESSION_SETTINGS: dict[str, str] = {
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "TimeZone": "UTC",
+    "extra_float_digits": "3",
+    "bytea_output": "hex",
+    "client_encoding": "UTF8",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column as the catalog describes it."""
+
+    name: str
+    type: str
+    """`format_type()` of the column: `numeric(12,2)`, `character varying(20)`, `"Mood"`."""
+    not_null: bool = False
+    generated: bool = False
+    """A `GENERATED ALWAYS AS (...) STORED` column: never written by COPY or MERGE."""
+    identity_always: bool = False
+    """A `GENERATED ALWAYS AS IDENTITY` column: written with OVERRIDING SYSTEM VALUE."""
+    binary_safe: bool = True
+    """Whether binary COPY of this type is portable between databases (no user type OIDs)."""
+
+
+def ident(name: str) -> sql.Identifier:
+    """Shorthand for one quoted identifier."""
+    return sql.Identifier(name)
+
+
+def column_list(names: Sequence[str], *, alias: str | None = None) -> sql.Composed:
+    """`"a", "b"` or, with an alias, `t."a", t."b"`."""
+    if alias is None:
+        return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    return sql.SQL(", ").join(sql.Identifier(alias, n) for n in names)
+
+
+def _and(parts: Sequence[sql.Composable]) -> sql.Composable:
+    return sql.SQL(" AND ").join(parts) if parts else sql.SQL("TRUE")
+
+
+# --- catalog ---------------------------------------------------------------------------------
+
+RELATION_OID = sql.SQL(
+    "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relname = %s"
+)
+
+COLUMNS = sql.SQL(
+    "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+    "a.attgenerated <> '', a.attidentity = 'a', "
+    "(t.typtype IN ('b', 'e', 'r', 'm') AND (t.oid < 16384 OR t.typtype = 'e')) "
+    "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+    "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+)
+
+PRIMARY_KEY = sql.SQL(
+    "SELECT a.attname FROM pg_catalog.pg_index i "
+    "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
+    "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+    "WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.ord"
+)
+
+#: Unique, non-partial indexes, each as an array of column names.
+UNIQUE_INDEXES = sql.SQL(
+    "SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_catalog.pg_index i "
+    "CROSS JOIN LATERAL unnest(i.indkey) AS k(attnum) "
+    "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+    "WHERE i.indrelid = %s AND i.indisunique AND i.indpred IS NULL GROUP BY i.indexrelid"
+)
+
+FORMAT_TYPE = sql.SQL(
+    "SELECT pg_catalog.format_type(%s, %s), "
+    "(t.typtype IN ('b', 'e', 'r', 'm') AND (t.oid < 16384 OR t.typtype = 'e')) "
+    "FROM pg_catalog.pg_type t WHERE t.oid = %s"
+)
+
+#: Volatile functions among the given names (side effects or different answers per call).
+VOLATILE_FUNCTIONS = sql.SQL(
+    "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE p.provolatile = 'v' AND p.proname = ANY(%s) "
+    "AND (%s::text IS NULL OR n.nspname = %s)"
+)
+
+SERVER_VERSION = sql.SQL("SELECT current_setting('server_version_num')::int")
+
+
+def set_session(settings: dict[str, str] | None = None) -> sql.Composed:
+    """`SET name = 'value'; ...` for the session settings both sides must share."""
+    items = (settings or SESSION_SETTINGS).items()
+    return sql.SQL("; ").join(
+        sql.SQL("SET {} = {}").format(sql.Identifier(k), sql.Literal(v)) for k, v in items
+    )
+
+
+def set_local(name: str, value: str) -> sql.Composed:
+    """`SET LOCAL name = 'value'` (lasts until the transaction ends)."""
+    return sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(value))
+
+
+# --- reading the source ----------------------------------------------------------------------
+
+
+def source_relation(source: QualifiedName | CheckedSql) -> sql.Composable:
+    """The FROM item for a source table or a checked query."""
+    if isinstance(source, QualifiedName):
+        return source.identifier
+    return sql.SQL("{} AS q").format(source.composable())
+
+
+def describe_query(query: CheckedSql) -> sql.Composed:
+    """A statement that returns no rows but the query's columns and types."""
+    return sql.SQL("SELECT * FROM {} LIMIT 0").format(source_relation(query))
+
+
+def scope_filter(
+    where: CheckedSql | None,
+    *,
+    incremental_field: str | None = None,
+    watermark: Any = None,
+    inclusive: bool = True,
+    extra: sql.Composable | None = None,
+) -> sql.Composable:
+    """The WHERE clause (with the keyword) for a scope and an optional watermark."""
+    parts: list[sql.Composable] = []
+    if where is not None:
+        parts.append(where.composable())
+    if incremental_field is not None and watermark is not None:
+        op = sql.SQL(">=") if inclusive else sql.SQL(">")
+        parts.append(
+            sql.SQL("{} {} {}").format(
+                sql.Identifier(incremental_field), op, sql.Literal(watermark)
+            )
+        )
+    if extra is not None:
+        parts.append(extra)
+    if not parts:
+        return sql.SQL("")
+    return sql.SQL(" WHERE {}").format(_and(parts))
+
+
+def select_rows(
+    source: QualifiedName | CheckedSql,
+    columns: Sequence[str],
+    where: sql.Composable,
+) -> sql.Composed:
+    """`SELECT cols FROM source WHERE ...`."""
+    return sql.SQL("SELECT {} FROM {}{}").format(
+        column_list(columns), source_relation(source), where
+    )
+
+
+def copy_out(select: sql.Composable, fmt: CopyFormat) -> sql.Composed:
+    """`COPY (select) TO STDOUT (FORMAT fmt)`."""
+    return sql.SQL("COPY ({}) TO STDOUT (FORMAT {})").format(select, sql.SQL(fmt))
+
+
+def copy_in(table: sql.Composable, columns: Sequence[str], fmt: CopyFormat) -> sql.Composed:
+    """`COPY table (cols) FROM STDIN (FORMAT fmt)`."""
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
+        table, column_list(columns), sql.SQL(fmt)
+    )
+
+
+def export_snapshot() -> sql.SQL:
+    """`SELECT pg_export_snapshot()`: lets parallel readers share the copy's snapshot."""
+    return sql.SQL("SELECT pg_catalog.pg_export_snapshot()")
+
+
+def set_snapshot(snapshot_id: str) -> sql.Composed:
+    """`SET TRANSACTION SNAPSHOT '...'`."""
+    return sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id))
+
+
+def ctid_range(first_block: int, end_block: int | None) -> sql.Composed:
+    """A TID range condition covering heap blocks [first_block, end_block)."""
+    low = sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({first_block},0)"))
+    if end_block is None:
+        return low
+    return sql.SQL("{} AND ctid < {}::tid").format(low, sql.Literal(f"({end_block},0)"))
+
+
+RELATION_BLOCKS = sql.SQL(
+    "SELECT pg_catalog.pg_relation_size(%s::oid) / current_setting('block_size')::int"
+)
+
+
+# --- preparing the target --------------------------------------------------------------------
+
+
+def create_schema(schema: str) -> sql.Composed:
+    """`CREATE SCHEMA IF NOT EXISTS schema`."""
+    return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+
+
+def create_table(
+    table: QualifiedName, columns: Sequence[Column], primary_key: Sequence[str] | None
+) -> sql.Composed:
+    """`CREATE TABLE` with the source's exact types, NOT NULLs and primary key."""
+    defs: list[sql.Composable] = [
+        sql.SQL("{} {}{}").format(
+            sql.Identifier(c.name), sql.SQL(c.type), sql.SQL(" NOT NULL" if c.not_null else "")
+        )
+        for c in columns
+    ]
+    if primary_key:
+        defs.append(sql.SQL("PRIMARY KEY ({})").format(column_list(primary_key)))
+    return sql.SQL("CREATE TABLE {} ({})").format(table.identifier, sql.SQL(", ").join(defs))
+
+
+def create_index(table: QualifiedName, index_name: str, column: str) -> sql.Composed:
+    """`CREATE INDEX name ON table (column)` (the watermark column of a created table)."""
+    return sql.SQL("CREATE INDEX {} ON {} ({})").format(
+        sql.Identifier(index_name), table.identifier, sql.Identifier(column)
+    )
+
+
+def add_column(table: QualifiedName, column: Column) -> sql.Composed:
+    """`ALTER TABLE ... ADD COLUMN` for a column that appeared at the source (nullable)."""
+    return sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+        table.identifier, sql.Identifier(column.name), sql.SQL(column.type)
+    )
+
+
+def advisory_lock(table: QualifiedName) -> sql.Composed:
+    """A transaction-level advisory lock that serializes stagecopy runs on one target."""
+    key = f"stagecopy:{table.schema}.{table.name}"
+    return sql.SQL("SELECT pg_catalog.pg_advisory_xact_lock(hashtextextended({}, 0))").format(
+        sql.Literal(key)
+    )
+
+
+def lock_table(table: QualifiedName) -> sql.Composed:
+    """`LOCK TABLE ... IN SHARE ROW EXCLUSIVE MODE`: readers go on, other writers wait."""
+    return sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table.identifier)
+
+
+def is_empty(table: QualifiedName, where: CheckedSql | None) -> sql.Composed:
+    """`SELECT NOT EXISTS (SELECT FROM table WHERE scope)`."""
+    return sql.SQL("SELECT NOT EXISTS (SELECT FROM {}{})").format(
+        table.identifier, scope_filter(where)
+    )
+
+
+def max_watermark(
+    table: QualifiedName, field: str, where: CheckedSql | None, lookback: str | None
+) -> sql.Composed:
+    """The target's watermark within scope, moved back by `lookback` when given."""
+    value: sql.Composable = sql.SQL("max({})").format(sql.Identifier(field))
+    if lookback:
+        value = sql.SQL("{} - {}::interval").format(value, sql.Literal(lookback))
+    return sql.SQL("SELECT {} FROM {}{}").format(value, table.identifier, scope_filter(where))
+
+
+def count_rows(table: QualifiedName) -> sql.Composed:
+    """`SELECT count(*) FROM table`."""
+    return sql.SQL("SELECT count(*) FROM {}").format(table.identifier)
+
+
+def create_staging(
+    staging: QualifiedName, target: QualifiedName, columns: Sequence[str]
+) -> sql.Composed:
+    """An UNLOGGED, index-free staging table with the target's column types.
+
+    Example:
+        >>> create_staging(QualifiedName("s", "_stg"), QualifiedName("s", "t"), ["id"]).as_string()
+        'CREATE UNLOGGED TABLE "s"."_stg" WITH (autovacuum_enabled = false) AS SELECT "id" FROM "s"."t" WITH NO DATA'
+    """  # noqa: E501
+    return sql.SQL(
+        "CREATE UNLOGGED TABLE {} WITH (autovacuum_enabled = false) AS SELECT {} FROM {} "
+        "WITH NO DATA"
+    ).format(staging.identifier, column_list(columns), target.identifier)
+
+
+def drop_table(table: QualifiedName) -> sql.Composed:
+    """`DROP TABLE IF EXISTS table`."""
+    return sql.SQL("DROP TABLE IF EXISTS {}").format(table.identifier)
+
+
+def truncate(table: QualifiedName) -> sql.Composed:
+    """`TRUNCATE table`."""
+    return sql.SQL("TRUNCATE {}").format(table.identifier)
+
+
+def delete_scope(table: QualifiedName, where: CheckedSql | None) -> sql.Composed:
+    """`DELETE FROM table WHERE scope` (mode replace)."""
+    return sql.SQL("DELETE FROM {}{}").format(table.identifier, scope_filter(where))
+
+
+# --- applying the rows -----------------------------------------------------------------------
+
+
+def duplicate_keys(staging: QualifiedName, key: Sequence[str], limit: int = 5) -> sql.Composed:
+    """Keys that occur more than once (or are NULL) in the staged rows, a few of them."""
+    null_key = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(k)) for k in key)
+    return sql.SQL(
+        "SELECT {keys}, count(*) FROM {stg} GROUP BY {keys} "
+        "HAVING count(*) > 1 OR bool_or({null}) ORDER BY count(*) DESC LIMIT {limit}"
+    ).format(keys=column_list(key), stg=staging.identifier, null=null_key, limit=sql.Literal(limit))
+
+
+def _join_on(key: Sequence[str], left: str, right: str) -> sql.Composable:
+    return _and(
+        [sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k)) for k in key]
+    )
+
+
+def merge(
+    target: QualifiedName,
+    staging: QualifiedName,
+    *,
+    columns: Sequence[Column],
+    key: Sequence[str],
+    delete_scope: CheckedSql | None = None,
+    delete_missing: bool = False,
+    returning: bool = False,
+) -> sql.Composed:
+    """MERGE the staged rows into the target by `key`.
+
+    Matched rows are updated only when their binary image differs (`*<>`, which also works for
+    types without an equality operator and tells 1.0 from 1.00), so unchanged rows are never
+    rewritten. With `delete_missing` (PostgreSQL 17+), target rows in `delete_scope` whose key is
+    not staged are deleted in the same statement. With `returning` (PostgreSQL 17+), the
+    statement returns one `merge_action()` per affected row, for exact counts.
+    """
+    names = [c.name for c in columns]
+    updatable = [c.name for c in columns if c.name not in key and not c.identity_always]
+    clauses: list[sql.Composable] = []
+    if updatable:
+        clauses.append(
+            sql.SQL("WHEN MATCHED AND record_image_ne(ROW({}), ROW({})) THEN UPDATE SET {}").format(
+                column_list(updatable, alias="t"),
+                column_list(updatable, alias="s"),
+                sql.SQL(", ").join(
+                    sql.SQL("{} = {}").format(sql.Identifier(n), sql.Identifier("s", n))
+                    for n in updatable
+                ),
+            )
+        )
+    overriding = " OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else ""
+    clauses.append(
+        sql.SQL("WHEN NOT MATCHED THEN INSERT ({}){} VALUES ({})").format(
+            column_list(names), sql.SQL(overriding), column_list(names, alias="s")
+        )
+    )
+    if delete_missing:
+        condition = (
+            sql.SQL(" AND {}").format(sql.SQL(delete_scope.qualified("t")))
+            if delete_scope is not None
+            else sql.SQL("")
+        )
+        clauses.append(sql.SQL("WHEN NOT MATCHED BY SOURCE{} THEN DELETE").format(condition))
+    stmt = sql.SQL("MERGE INTO {} AS t USING {} AS s ON {} {}").format(
+        target.identifier, staging.identifier, _join_on(key, "t", "s"), sql.SQL(" ").join(clauses)
+    )
+    if not returning:
+        return stmt
+    return sql.SQL(
+        "WITH m AS ({} RETURNING merge_action() AS action) "
+        "SELECT count(*) FILTER (WHERE action = 'INSERT'), "
+        "count(*) FILTER (WHERE action = 'UPDATE'), "
+        "count(*) FILTER (WHERE action = 'DELETE') FROM m"
+    ).format(stmt)
+
+
+def delete_missing(
+    target: QualifiedName, keys: QualifiedName, *, key: Sequence[str], where: CheckedSql | None
+) -> sql.Composed:
+    """Delete target rows in scope whose key is not in `keys` (sync on PostgreSQL 15/16).
+
+    The scope stands outside the sub-select, where the only relation is the target, so its
+    unqualified column names cannot be captured by the staging table.
+    """
+    missing = sql.SQL("NOT EXISTS (SELECT FROM {} AS s WHERE {})").format(
+        keys.identifier, _join_on(key, "s", "t")
+    )
+    return sql.SQL("DELETE FROM {} AS t{}").format(
+        target.identifier, scope_filter(where, extra=missing)
+    )
+
+
+def insert_from(
+    target: QualifiedName, staging: QualifiedName, columns: Sequence[Column]
+) -> sql.Composed:
+    """`INSERT INTO target (cols) SELECT cols FROM staging`."""
+    names = [c.name for c in columns]
+    overriding = " OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else ""
+    return sql.SQL("INSERT INTO {} ({}){} SELECT {} FROM {}").format(
+        target.identifier,
+        column_list(names),
+        sql.SQL(overriding),
+        column_list(names),
+        staging.identifier,
+    )
+
+
+# --- housekeeping ----------------------------------------------------------------------------
+
+#: Staging tables left behind (by any schema), with whether another session holds a lock on them.
+LEFTOVER_STAGING = sql.SQL(
+    "SELECT n.nspname, c.relname, "
+    "EXISTS (SELECT FROM pg_catalog.pg_locks l WHERE l.relation = c.oid AND l.pid <> pg_backend_pid()) "
+    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND c.relname LIKE '\\_stagecopy\\_%%' ORDER BY 1, 2"
+)
