@@ -173,8 +173,12 @@ class TableCopier:
         *,
         options: CopyOptions | None = None,
         progress: ProgressCallback | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.table = table
+        self.dry_run = dry_run
+        """Plan only: read what is needed, record every write in `statements`, write nothing."""
+        self.statements: list[str] = []
         self.source = source
         self.target = target
         self.options = options or CopyOptions()
@@ -450,7 +454,7 @@ class TableCopier:
         )
         target_oid = _oid_or_none(self.target, self.target_name)
         assert target_oid is not None
-        if not catalog.has_unique_index(self.target, target_oid, key):
+        if not self.dry_run and not catalog.has_unique_index(self.target, target_oid, key):
             with self._step("duplicates"):
                 self._refuse_duplicates(staging, key)
         sync = spec.mode is Mode.SYNC
@@ -462,7 +466,7 @@ class TableCopier:
             self._exec(sql.SQL("SAVEPOINT stagecopy_merge"))
             try:
                 if version >= PG17:
-                    row = self.target.execute(
+                    row = self._fetch_write(
                         st.merge(
                             self.target_name,
                             staging,
@@ -472,8 +476,7 @@ class TableCopier:
                             delete_missing=one_statement_sync,
                             returning=True,
                         )
-                    ).fetchone()
-                    assert row is not None
+                    )
                     inserted, updated, deleted = (int(v) for v in row)
                 else:
                     before = int(self._scalar(st.count_rows(self.target_name)))
@@ -544,6 +547,13 @@ class TableCopier:
         step: str = "copy",
     ) -> tuple[int, int]:
         """Stream COPY OUT from the source into COPY IN on the target; return (rows, bytes)."""
+        if self.dry_run:
+            self.statements.append(
+                "-- on the source, streamed into the next statement:\n"
+                + st.copy_out(select, fmt).as_string(self.source.conn)
+            )
+            self.statements.append(copy_in.as_string(self.target))
+            return 0, 0
         started = time.perf_counter()
         next_report = started + self.options.progress_interval
         nbytes = 0
@@ -601,7 +611,19 @@ class TableCopier:
             self.steps[name] = self.steps.get(name, 0.0) + time.perf_counter() - started
 
     def _exec(self, statement: sql.Composable) -> int:
+        if self.dry_run:
+            self.statements.append(statement.as_string(self.target))
+            return 0
         return self.target.execute(statement).rowcount
+
+    def _fetch_write(self, statement: sql.Composable) -> tuple[Any, ...]:
+        """Run a writing statement that returns one row (MERGE ... RETURNING)."""
+        if self.dry_run:
+            self.statements.append(statement.as_string(self.target))
+            return (0, 0, 0)
+        row = self.target.execute(statement).fetchone()
+        assert row is not None
+        return tuple(row)
 
     def _scalar(self, statement: sql.Composable) -> Any:
         row = self.target.execute(statement).fetchone()

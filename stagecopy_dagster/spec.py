@@ -122,6 +122,10 @@ class TableSpec(BaseModel):
     parallel: int = Field(
         default=1, ge=1, le=64, description="Parallel COPY streams for one large table."
     )
+    pool: str = Field(
+        default="stagecopy",
+        description="Dagster pool: limits how many tables copy at once (per database).",
+    )
     blocking: bool = Field(
         default=False, description="Whether a failed integrity check fails the run."
     )
@@ -133,7 +137,7 @@ class TableSpec(BaseModel):
             raise ValueError(f"lookback {value!r} must look like '10 minutes' or '2 hours'")
         return value
 
-    @field_validator("name", "group")
+    @field_validator("name", "group", "pool")
     @classmethod
     def _check_dagster_name(cls, value: str | None) -> str | None:
         if value is not None and not is_valid_dagster_name(value):
@@ -162,6 +166,8 @@ class TableSpec(BaseModel):
             raise ValueError("primary_key lists a column twice")
         if self.lookback and not self.incremental_field:
             raise ValueError("`lookback` needs `incremental_field`")
+        if self.incremental_field and self.mode is Mode.REPLACE:
+            raise ValueError("mode replace copies the whole scope; drop `incremental_field`")
         return self
 
     @property

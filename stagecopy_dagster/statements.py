@@ -429,3 +429,77 @@ LEFTOVER_STAGING = sql.SQL(
     "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind = 'r' AND c.relname LIKE '\\_stagecopy\\_%%' ORDER BY 1, 2"
 )
+
+
+# --- integrity -------------------------------------------------------------------------------
+
+#: Rows are spread over this many buckets; only buckets whose digests differ are read row by row.
+CHECK_BUCKETS = 1024
+
+
+def _row_text(names: Sequence[str]) -> sql.Composable:
+    return sql.SQL("ROW({})::text").format(column_list(names))
+
+
+def _bucket_of(key: Sequence[str]) -> sql.Composable:
+    return sql.SQL("(hashtextextended({}, 0) & {})::int").format(
+        _row_text(key), sql.Literal(CHECK_BUCKETS - 1)
+    )
+
+
+def bucket_digests(
+    relation: QualifiedName | CheckedSql,
+    columns: Sequence[str],
+    key: Sequence[str],
+    where: CheckedSql | None,
+) -> sql.Composed:
+    """Per bucket of keys: row count and the sum of row hashes, for the rows in scope.
+
+    Both sides compute this over the same columns with the same session settings, so equal
+    rows give equal text and equal hashes; a bucket whose (count, sum) differ holds a
+    difference.
+    """
+    return sql.SQL(
+        "SELECT {bucket}, count(*), sum(hashtextextended({row}, 1)) FROM {rel}{where} GROUP BY 1"
+    ).format(
+        bucket=_bucket_of(key),
+        row=_row_text(columns),
+        rel=source_relation(relation),
+        where=scope_filter(where),
+    )
+
+
+def row_digests(
+    relation: QualifiedName | CheckedSql,
+    columns: Sequence[str],
+    key: Sequence[str],
+    where: CheckedSql | None,
+) -> sql.Composed:
+    """Key text and row hash of the rows in scope whose bucket is in the array parameter."""
+    in_buckets = sql.SQL("{} = ANY(%s)").format(_bucket_of(key))
+    return sql.SQL("SELECT {key}, hashtextextended({row}, 1) FROM {rel}{where}").format(
+        key=_row_text(key),
+        row=_row_text(columns),
+        rel=source_relation(relation),
+        where=scope_filter(where, extra=in_buckets),
+    )
+
+
+# --- change detection (sensor) ---------------------------------------------------------------
+
+#: Cumulative write counters and the file node (changes on TRUNCATE) of one table.
+TABLE_CHANGE_COUNTERS = sql.SQL(
+    "SELECT s.n_tup_ins, s.n_tup_upd, s.n_tup_del, pg_catalog.pg_relation_filenode(c.oid) "
+    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = c.oid "
+    "WHERE n.nspname = %s AND c.relname = %s"
+)
+
+
+def watermark_signature(
+    source: QualifiedName | CheckedSql, field: str, where: CheckedSql | None
+) -> sql.Composed:
+    """`max(field)` and count of the scope at the source: cheap with an index on `field`."""
+    return sql.SQL("SELECT max({})::text, count(*) FROM {}{}").format(
+        sql.Identifier(field), source_relation(source), scope_filter(where)
+    )

@@ -1,0 +1,175 @@
+"""Build one Dagster asset (with its `integrity` check) per table of the spec.
+
+The asset and its check live in one op so that the check, when it runs with the copy, compares
+against the very snapshot the copy read: a source that keeps changing during the copy cannot
+raise a false alarm. Selected alone, the check compares the current source with the target.
+"""
+
+
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any
+
+import dagster as dg
+
+from stagecopy_dagster.copier import CopyResult, Progress, ProgressCallback
+from stagecopy_dagster.errors import StagecopyError
+from stagecopy_dagster.integrity import IntegrityReport
+from stagecopy_dagster.resources import PostgresResource
+from stagecopy_dagster.runner import replicate, verify
+from stagecopy_dagster.spec import TableSpec
+from stagecopy_dagster.translator import INTEGRITY_CHECK, StagecopyTranslator
+
+# Metadata keys (public interface: users and tests read them).
+ROW_COUNT = "dagster/row_count"
+COLUMN_SCHEMA = "dagster/column_schema"
+TABLE_NAME = "dagster/table_name"
+ROWS_COPIED = "stagecopy/rows_copied"
+INSERTED = "stagecopy/inserted"
+UPDATED = "stagecopy/updated"
+DELETED = "stagecopy/deleted"
+BYTES = "stagecopy/bytes"
+SECONDS = "stagecopy/seconds"
+ROWS_PER_SECOND = "stagecopy/rows_per_second"
+SCOPE = "stagecopy/scope"
+MODE = "stagecopy/mode"
+
+#: An extra progress sink (the CLI's progress bar) for copies run in this process.
+progress_sink: ContextVar[ProgressCallback | None] = ContextVar("progress_sink", default=None)
+
+
+def materialize_metadata(table: TableSpec, result: CopyResult) -> dict[str, Any]:
+    """Metadata of one materialization: Dagster's standard keys and stagecopy's own."""
+    target = table.target_table
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=c.name,
+                type=c.type,
+                constraints=dg.TableColumnConstraints(nullable=not c.not_null),
+            )
+            for c in result.columns
+        ]
+    )
+    return {
+        ROW_COUNT: dg.MetadataValue.int(result.target_rows),
+        COLUMN_SCHEMA: dg.MetadataValue.table_schema(schema),
+        TABLE_NAME: f"{target.schema}.{target.name}",
+        ROWS_COPIED: dg.MetadataValue.int(result.rows_copied),
+        INSERTED: dg.MetadataValue.int(result.inserted),
+        UPDATED: dg.MetadataValue.int(result.updated),
+        DELETED: dg.MetadataValue.int(result.deleted),
+        BYTES: dg.MetadataValue.int(result.bytes),
+        SECONDS: dg.MetadataValue.float(round(result.seconds, 4)),
+        ROWS_PER_SECOND: dg.MetadataValue.float(round(result.rows_per_second, 1)),
+        SCOPE: table.where.text if table.where is not None else "all rows",
+        MODE: table.mode.value,
+        "stagecopy/path": result.path,
+        "stagecopy/copy_format": result.copy_format,
+        "stagecopy/watermark": result.watermark or "",
+        "stagecopy/primary_key": ", ".join(result.key),
+        "stagecopy/steps": dg.MetadataValue.json({k: round(v, 4) for k, v in result.steps.items()}),
+        "stagecopy/created_table": result.created_table,
+        "stagecopy/added_columns": ", ".join(result.added_columns),
+    }
+
+
+def check_result(asset_key: dg.AssetKey, report: IntegrityReport) -> dg.AssetCheckResult:
+    """The `integrity` check result for a report (severity ERROR when it fails)."""
+    return dg.AssetCheckResult(
+        check_name=INTEGRITY_CHECK,
+        asset_key=asset_key,
+        passed=report.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=report.summary,
+        metadata={
+            "source_rows": dg.MetadataValue.int(report.source_rows),
+            "target_rows": dg.MetadataValue.int(report.target_rows),
+            "missing_rows": dg.MetadataValue.int(report.missing_rows),
+            "extra_rows": dg.MetadataValue.int(report.extra_rows),
+            "changed_rows": dg.MetadataValue.int(report.changed_rows),
+            "sample_missing_keys": ", ".join(report.sample_missing),
+            "sample_extra_keys": ", ".join(report.sample_extra),
+            "sample_changed_keys": ", ".join(report.sample_changed),
+            "scope": report.scope or "all rows",
+            "mode": report.mode.value,
+            "same_snapshot_as_copy": report.same_snapshot,
+            "seconds": dg.MetadataValue.float(round(report.seconds, 4)),
+        },
+    )
+
+
+def _progress_logger(context: dg.AssetExecutionContext) -> ProgressCallback:
+    sink = progress_sink.get()
+
+    def report(p: Progress) -> None:
+        rows = f"{p.rows:,} rows, " if p.rows is not None else ""
+        context.log.info(
+            f"{p.table}: {rows}{p.bytes / 1e6:,.1f} MB in {p.seconds:.1f} s "
+            f"({p.mb_per_second:.1f} MB/s)"
+        )
+        if sink is not None:
+            sink(p)
+
+    return report
+
+
+def build_table_asset(
+    table: TableSpec, *, translator: StagecopyTranslator | None = None
+) -> dg.AssetsDefinition:
+    """One asset (and its `integrity` check) that replicates `table`.
+
+    Example:
+        >>> spec = load_spec({"tables": [{"source": "public.orders"}]})  # doctest: +SKIP
+        >>> build_table_asset(spec.tables[0]).key
+        AssetKey(['orders'])
+    """
+    translator = translator or StagecopyTranslator()
+    asset_spec = translator.get_asset_spec(table)
+    check_spec = translator.get_check_spec(table, asset_spec.key)
+
+    @dg.multi_asset(
+        name=f"stagecopy_{table.asset_name}",
+        specs=[asset_spec],
+        check_specs=[check_spec],
+        can_subset=True,
+        pool=table.pool,
+    )
+    def _replicate(
+        context: dg.AssetExecutionContext, source: PostgresResource, target: PostgresResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        copy_selected = asset_spec.key in context.selected_asset_keys
+        check_selected = check_spec.key in context.selected_asset_check_keys
+
+        def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
+            context.log.warning(f"{table.label}: attempt {attempt} failed ({exc}); retry in {delay:.1f} s")
+
+        try:
+            if copy_selected:
+                context.log.info(
+                    f"{table.label}: copying from {table.source_label} "
+                    f"({source.describe()} -> {target.describe()}), mode {table.mode.value}"
+                )
+                done = replicate(
+                    table, source, target, verify=check_selected,
+                    progress=_progress_logger(context), on_retry=on_retry,
+                )
+                r = done.result
+                context.log.info(
+                    f"{table.label}: {r.rows_copied:,} rows, {r.bytes / 1e6:,.1f} MB "
+                    f"({r.copy_format}, {r.path}) in {r.seconds:.2f} s: inserted {r.inserted}, "
+                    f"updated {r.updated}, deleted {r.deleted}"
+                )
+                yield dg.MaterializeResult(
+                    asset_key=asset_spec.key, metadata=materialize_metadata(table, r)
+                )
+                report = done.report
+            else:
+                report = verify(table, source, target, on_retry=on_retry) if check_selected else None
+        except StagecopyError as exc:
+            raise dg.Failure(description=str(exc), metadata={"table": table.label}) from None
+        if report is not None:
+            context.log.info(report.summary)
+            yield check_result(asset_spec.key, report)
+
+    return _replicate

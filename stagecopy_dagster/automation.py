@@ -1,0 +1,191 @@
+"""Jobs, schedules and sensors built from the spec, and the staging clean-up."""
+
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+import dagster as dg
+import psycopg
+from pydantic import Field
+
+from stagecopy_dagster import statements as st
+from stagecopy_dagster.identifiers import QualifiedName, staging_created_at
+from stagecopy_dagster.resources import PostgresResource
+from stagecopy_dagster.runner import leftover_staging
+from stagecopy_dagster.spec import TableSpec
+
+#: The job that materializes every table (and runs every check).
+ALL_TABLES_JOB = "stagecopy_all"
+SOURCE_SENSOR = "stagecopy_source_changes"
+CLEANUP_JOB = "stagecopy_cleanup"
+
+
+def build_all_tables_job():  # noqa: ANN201 (an unresolved asset job)
+    """The main job: every stagecopy asset with its integrity check."""
+    return dg.define_asset_job(
+        ALL_TABLES_JOB,
+        selection=dg.AssetSelection.all(),
+        description="Replicate every table of the spec and verify each one.",
+    )
+
+
+def _schedule_name(group: str, cron: str, taken: set[str]) -> str:
+    name = f"{group}_schedule"
+    if name in taken:
+        name = f"{group}_schedule_{hashlib.sha1(cron.encode()).hexdigest()[:6]}"
+    taken.add(name)
+    return name
+
+
+def build_schedules(tables: Sequence[TableSpec]) -> list[dg.ScheduleDefinition]:
+    """One schedule per (group, cron): tables of a group that share a cron run together."""
+    by_slot: dict[tuple[str, str], list[TableSpec]] = defaultdict(list)
+    for table in tables:
+        if table.schedule:
+            by_slot[(table.group_name, table.schedule)].append(table)
+    schedules: list[dg.ScheduleDefinition] = []
+    taken: set[str] = set()
+    for (group, cron), members in sorted(by_slot.items()):
+        name = _schedule_name(group, cron, taken)
+        job = dg.define_asset_job(
+            f"{name}_job",
+            selection=dg.AssetSelection.assets(*[dg.AssetKey(t.asset_name) for t in members]),
+        )
+        schedules.append(
+            dg.ScheduleDefinition(
+                name=name,
+                job=job,
+                cron_schedule=cron,
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description=f"{len(members)} table(s) of group {group} at '{cron}'.",
+            )
+        )
+    return schedules
+
+
+def change_signature(conn: psycopg.Connection, table: TableSpec) -> str | None:
+    """A cheap fingerprint of the source of `table` that changes when its rows change.
+
+    With an `incremental_field`, the scope's max watermark and count; for a source table,
+    PostgreSQL's cumulative insert/update/delete counters and file node. None for a `query`
+    source without watermark (no cheap signal: schedule it instead).
+    """
+    if table.incremental_field:
+        relation = table.source if table.source is not None else table.query
+        assert relation is not None
+        row = conn.execute(
+            st.watermark_signature(relation, table.incremental_field, table.where)
+        ).fetchone()
+    elif table.source is not None:
+        row = conn.execute(
+            st.TABLE_CHANGE_COUNTERS, (table.source.schema, table.source.name)
+        ).fetchone()
+    else:
+        return None
+    return json.dumps(list(row) if row is not None else None, default=str)
+
+
+def build_source_sensor(tables: Sequence[TableSpec]) -> dg.SensorDefinition:
+    """A sensor that materializes only the tables whose source changed since its last tick.
+
+    Its cursor holds each table's last signature; the run key is derived from the changed
+    signatures, so a tick evaluated twice never launches the same run twice.
+    """
+    watched = {t.asset_name: t for t in tables}
+
+    @dg.sensor(
+        name=SOURCE_SENSOR,
+        minimum_interval_seconds=60,
+        asset_selection=dg.AssetSelection.assets(*[dg.AssetKey(n) for n in watched]),
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Launches a copy of each table whose source changed (watermark or stats).",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, source: PostgresResource):  # noqa: ANN202
+        previous: dict[str, str | None] = json.loads(context.cursor) if context.cursor else {}
+        current: dict[str, str | None] = {}
+        with source.connect(autocommit=True) as conn:
+            for name, table in watched.items():
+                current[name] = change_signature(conn, table)
+        changed = sorted(
+            n for n, sig in current.items() if sig is not None and sig != previous.get(n)
+        )
+        context.update_cursor(json.dumps(current, sort_keys=True))
+        if not changed:
+            return dg.SkipReason("no source changed since the last tick")
+        digest = hashlib.sha1(
+            json.dumps({n: current[n] for n in changed}, sort_keys=True).encode()
+        ).hexdigest()[:16]
+        return dg.RunRequest(
+            run_key=f"{SOURCE_SENSOR}:{digest}",
+            asset_selection=[dg.AssetKey(n) for n in changed],
+            tags={"stagecopy/changed": ",".join(changed)},
+        )
+
+    return _sensor
+
+
+class CleanupConfig(dg.Config):
+    """How old a leftover staging table must be before the clean-up drops it."""
+
+    max_age_hours: float = Field(
+        default=6.0, description="Drop staging tables older than this (no run lasts as long)."
+    )
+
+
+@dg.op(name="drop_leftover_staging")
+def drop_leftover_staging(
+    context: dg.OpExecutionContext, config: CleanupConfig, target: PostgresResource
+) -> dg.Output[list[str]]:
+    """Drop `_stagecopy_*` tables older than `max_age_hours` that no session holds a lock on."""
+    dropped, kept = drop_staging_tables(target, max_age_hours=config.max_age_hours)
+    for name in dropped:
+        context.log.info(f"dropped leftover staging table {name}")
+    return dg.Output(
+        dropped,
+        metadata={
+            "dropped": dg.MetadataValue.int(len(dropped)),
+            "dropped_tables": ", ".join(dropped),
+            "kept": dg.MetadataValue.int(len(kept)),
+        },
+    )
+
+
+def drop_staging_tables(
+    target: PostgresResource, *, max_age_hours: float, now: float | None = None
+) -> tuple[list[str], list[str]]:
+    """Drop old, unlocked staging tables; return (dropped, kept) names."""
+    dropped: list[str] = []
+    kept: list[str] = []
+    limit = (time.time() if now is None else now) - max_age_hours * 3600
+    with target.connect(autocommit=True) as conn:
+        conn.execute(st.set_session({"lock_timeout": "2s"}))
+        for schema, name, locked in leftover_staging(conn):
+            created = staging_created_at(name)
+            table = QualifiedName(schema, name)
+            if locked or created is None or created > limit:
+                kept.append(str(table))
+                continue
+            try:
+                conn.execute(st.drop_table(table))
+                dropped.append(str(table))
+            except psycopg.errors.LockNotAvailable:
+                kept.append(str(table))
+    return dropped, kept
+
+
+@dg.job(name=CLEANUP_JOB, description="Drop staging tables left behind by killed processes.")
+def cleanup_job() -> None:
+    """Drop leftover staging tables in the target database."""
+    drop_leftover_staging()
+
+
+cleanup_schedule = dg.ScheduleDefinition(
+    name="stagecopy_cleanup_schedule",
+    job=cleanup_job,
+    cron_schedule="17 3 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily clean-up of leftover staging tables.",
+)
