@@ -1,0 +1,216 @@
+"""The `stagecopy` command: run, check, plan, demo, cleanup.
+
+Exit codes: 0 success; 1 a copy or an integrity check failed; 2 a bad spec or bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+
+from stagecopy_dagster.errors import SpecError, StagecopyError
+from stagecopy_dagster.resources import PostgresResource
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"stagecopy: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stagecopy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_spec(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--spec", help="replication spec YAML (default: $STAGECOPY_SPEC or demo)")
+        p.add_argument(
+            "--select", nargs="+", metavar="NAME", help="asset names or table names (default: all)"
+        )
+        return p
+
+    with_spec(sub.add_parser("run", help="materialize tables through Dagster, then check them"))
+    with_spec(sub.add_parser("check", help="run the integrity checks only (the CI gate)"))
+    with_spec(sub.add_parser("plan", help="print the SQL each table would run; write nothing"))
+    demo = sub.add_parser("demo", help="embedded PostgreSQL + demo data + run + dagster dev")
+    demo.add_argument("--no-ui", action="store_true", help="stop after the run (no dagster dev)")
+    demo.add_argument("--port", type=int, default=3000, help="dagster dev port (default 3000)")
+    cleanup = sub.add_parser("cleanup", help="drop leftover staging tables in the target")
+    cleanup.add_argument("--max-age-hours", type=float, default=6.0)
+    return parser
+
+
+def _spec_arg(args: argparse.Namespace) -> str | os.PathLike[str]:
+    from stagecopy_dagster.build import spec_path
+
+    return args.spec or spec_path()
+
+
+def _instance() -> dg.DagsterInstance:
+    # With DAGSTER_HOME set, runs land in the real instance (and show up in the UI).
+    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+
+
+def _progress_bar() -> object:
+    from stagecopy_dagster.copier import Progress
+
+    def show(p: Progress) -> None:
+        rows = f"{p.rows:>12,} rows " if p.rows is not None else ""
+        sys.stderr.write(
+            f"\r  {p.table[:40]:<40} {rows}{p.bytes / 1e6:>9,.1f} MB {p.mb_per_second:>7.1f} MB/s"
+        )
+        sys.stderr.flush()
+
+    return show
+
+
+def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
+    from stagecopy_dagster.assets import progress_sink
+    from stagecopy_dagster.build import build_definitions
+    from stagecopy_dagster.spec import load_spec
+
+    spec = load_spec(_spec_arg(args))
+    tables = spec.select(args.select)
+    defs = build_definitions(spec)
+    keys = [dg.AssetKey(t.asset_name) for t in tables]
+    selection = (
+        dg.AssetSelection.checks_for_assets(*keys)
+        if checks_only
+        else dg.AssetSelection.assets(*keys)
+    )
+    token = progress_sink.set(_progress_bar() if sys.stderr.isatty() else None)  # type: ignore[arg-type]
+    try:
+        with _instance() as instance:
+            result = dg.materialize(
+                list(defs.assets or []),
+                selection=selection,
+                resources=defs.resources,
+                instance=instance,
+                raise_on_error=False,
+            )
+    finally:
+        progress_sink.reset(token)
+    failed_checks = []
+    for evaluation in result.get_asset_check_evaluations():
+        status = "passed" if evaluation.passed else "FAILED"
+        print(f"{evaluation.asset_key.to_user_string()}: integrity {status}: {evaluation.description}")
+        if not evaluation.passed:
+            failed_checks.append(evaluation.asset_key.to_user_string())
+    failed_steps = [
+        e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+    ]
+    for event in failed_steps:
+        info = event.step_failure_data.error if event.step_failure_data else None
+        message = info.message.strip() if info else "step failed"
+        print(f"FAILED {event.step_key}: {message}", file=sys.stderr)
+    ok = result.success and not failed_checks and not failed_steps
+    what = "checks" if checks_only else "tables"
+    print(f"stagecopy: {len(tables)} {what}: {'ok' if ok else 'FAILED'} (run {result.run_id})")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _plain_resources() -> tuple[PostgresResource, PostgresResource]:
+    """Source and target resources for work outside a Dagster run (URLs read here)."""
+    from stagecopy_dagster.build import SOURCE_URL_ENV, TARGET_URL_ENV, build_resources
+
+    src, tgt = os.environ.get(SOURCE_URL_ENV), os.environ.get(TARGET_URL_ENV)
+    resources = build_resources(source_url=src, target_url=tgt) if (src or tgt) else build_resources()
+    return resources["source"], resources["target"]
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from stagecopy_dagster.copier import SourceSnapshot, TableCopier
+    from stagecopy_dagster.spec import load_spec
+
+    spec = load_spec(_spec_arg(args))
+    source, target = _plain_resources()
+    for table in spec.select(args.select):
+        key = ", ".join(table.primary_key) if table.primary_key else "(source primary key)"
+        print(f"-- {table.asset_name}: {table.source_label} -> {table.label}")
+        print(f"-- mode {table.mode.value}; key {key}; scope {table.where or 'all rows'}")
+        with source.connect() as src, target.connect() as tgt:
+            tgt.read_only = True
+            with SourceSnapshot.begin(src) as snap:
+                copier = TableCopier(table, snap, tgt, options=target.copy_options(), dry_run=True)
+                copier.run()
+        for statement in copier.statements:
+            print(statement + ";")
+        print()
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from stagecopy_dagster import embedded_default as ed
+
+    print("stagecopy demo: starting the embedded PostgreSQL ...", flush=True)
+    ed.embedded_url(ed.SOURCE_DB)
+    ed.embedded_url(ed.TARGET_DB)
+    dagster_home = ed.home() / "dagster_home"
+    (dagster_home / ".nux").mkdir(parents=True, exist_ok=True)
+    (dagster_home / ".nux" / "nux.yaml").write_text("seen: 1\n")
+    template = Path.cwd() / "dagster.yaml"
+    if template.exists():
+        shutil.copyfile(template, dagster_home / "dagster.yaml")
+    else:
+        (dagster_home / "dagster.yaml").write_text(
+            "storage:\n  postgres:\n    postgres_url:\n      env: STAGECOPY_DAGSTER_PG_URL\n"
+            "telemetry:\n  enabled: false\n"
+        )
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    os.environ["STAGECOPY_DAGSTER_PG_URL"] = ed.dagster_storage_url()
+    print(f"stagecopy demo: cluster {ed.cluster().url('postgres', password='***')}", flush=True)
+    print("stagecopy demo: running the main job (every table + its integrity check) ...")
+    code = _materialize(argparse.Namespace(spec=None, select=None), checks_only=False)
+    if code != EXIT_OK or args.no_ui:
+        return code
+    workspace = Path.cwd() / "workspace.yaml"
+    target = ["-w", str(workspace)] if workspace.exists() else ["-m", "stagecopy_dagster.definitions"]
+    command = ["dagster", "dev", *target, "-h", "127.0.0.1", "-p", str(args.port)]
+    print(f"stagecopy demo: open http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    exe = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
+    os.execv(exe, [exe, *command[1:]])
+    return EXIT_OK  # not reached
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from stagecopy_dagster.automation import drop_staging_tables
+    _, target = _plain_resources()
+    dropped, kept = drop_staging_tables(target, max_age_hours=args.max_age_hours)
+    for name in dropped:
+        print(f"dropped {name}")
+    print(f"stagecopy cleanup: dropped {len(dropped)}, kept {len(kept)}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `stagecopy` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _materialize(args, checks_only=False)
+        if args.command == "check":
+            return _materialize(args, checks_only=True)
+        if args.command == "plan":
+            return _plan(args)
+        if args.command == "demo":
+            return _demo(args)
+        return _cleanup(args)
+    except SpecError as exc:
+        print(f"stagecopy: bad spec: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StagecopyError as exc:
+        print(f"stagecopy: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
