@@ -9,7 +9,6 @@ from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.spec import Mode, ReplicationSpec, TableSpec, load_spec
 from stagecopy_dagster.translator import StagecopyTranslator
 
-
 __all__ = [
     "CopyOptions",
     "CopyResult",

@@ -5,7 +5,6 @@ against the very snapshot the copy read: a source that keeps changing during the
 raise a false alarm. Selected alone, the check compares the current source with the target.
 """
 
-
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -142,7 +141,9 @@ def build_table_asset(
         check_selected = check_spec.key in context.selected_asset_check_keys
 
         def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
-            context.log.warning(f"{table.label}: attempt {attempt} failed ({exc}); retry in {delay:.1f} s")
+            context.log.warning(
+                f"{table.label}: attempt {attempt} failed ({exc}); retry in {delay:.1f} s"
+            )
 
         try:
             if copy_selected:
@@ -151,8 +152,12 @@ def build_table_asset(
                     f"({source.describe()} -> {target.describe()}), mode {table.mode.value}"
                 )
                 done = replicate(
-                    table, source, target, verify=check_selected,
-                    progress=_progress_logger(context), on_retry=on_retry,
+                    table,
+                    source,
+                    target,
+                    verify=check_selected,
+                    progress=_progress_logger(context),
+                    on_retry=on_retry,
                 )
                 r = done.result
                 context.log.info(
@@ -165,7 +170,9 @@ def build_table_asset(
                 )
                 report = done.report
             else:
-                report = verify(table, source, target, on_retry=on_retry) if check_selected else None
+                report = (
+                    verify(table, source, target, on_retry=on_retry) if check_selected else None
+                )
         except StagecopyError as exc:
             raise dg.Failure(description=str(exc), metadata={"table": table.label}) from None
         if report is not None:

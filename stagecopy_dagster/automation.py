@@ -1,6 +1,5 @@
 """Jobs, schedules and sensors built from the spec, and the staging clean-up."""
 
-
 import hashlib
 import json
 import time

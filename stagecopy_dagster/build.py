@@ -43,8 +43,9 @@ def build_resources(
             "source": PostgresResource(url=source_url),
             "target": PostgresResource(url=target_url),
         }
-    has_source, has_target = bool(os.environ.get(SOURCE_URL_ENV)), bool(
-        os.environ.get(TARGET_URL_ENV)
+    has_source, has_target = (
+        bool(os.environ.get(SOURCE_URL_ENV)),
+        bool(os.environ.get(TARGET_URL_ENV)),
     )
     if has_source != has_target:
         missing = TARGET_URL_ENV if has_source else SOURCE_URL_ENV
@@ -67,8 +68,10 @@ def build_definitions(
     target_url: str | None = None,
     translator: StagecopyTranslator | None = None,
 ) -> dg.Definitions:
-    """Definitions for a replication spec: an asset and `integrity` check per table, the main
-    job `stagecopy_all`, schedules, the source-change sensor and the staging clean-up.
+    """Definitions for a replication spec.
+
+    One asset and `integrity` check per table, the main job `stagecopy_all`, schedules, the
+    source-change sensor and the staging clean-up job and schedule.
 
     Example:
         >>> defs = build_definitions("replication.yaml")  # doctest: +SKIP
@@ -91,4 +94,3 @@ def build_definitions(
 def spec_path() -> str | os.PathLike[str]:
     """`$STAGECOPY_SPEC`, or the bundled demo spec."""
     return os.environ.get(SPEC_ENV) or DEMO_SPEC
-

@@ -57,7 +57,11 @@ def _spec_arg(args: argparse.Namespace) -> str | os.PathLike[str]:
 
 def _instance() -> dg.DagsterInstance:
     # With DAGSTER_HOME set, runs land in the real instance (and show up in the UI).
-    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    return (
+        dg.DagsterInstance.get()
+        if os.environ.get("DAGSTER_HOME")
+        else dg.DagsterInstance.ephemeral()
+    )
 
 
 def _progress_bar() -> object:
@@ -102,12 +106,12 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
     failed_checks = []
     for evaluation in result.get_asset_check_evaluations():
         status = "passed" if evaluation.passed else "FAILED"
-        print(f"{evaluation.asset_key.to_user_string()}: integrity {status}: {evaluation.description}")
+        print(
+            f"{evaluation.asset_key.to_user_string()}: integrity {status}: {evaluation.description}"
+        )
         if not evaluation.passed:
             failed_checks.append(evaluation.asset_key.to_user_string())
-    failed_steps = [
-        e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
-    ]
+    failed_steps = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     for event in failed_steps:
         info = event.step_failure_data.error if event.step_failure_data else None
         message = info.message.strip() if info else "step failed"
@@ -123,7 +127,9 @@ def _plain_resources() -> tuple[PostgresResource, PostgresResource]:
     from stagecopy_dagster.build import SOURCE_URL_ENV, TARGET_URL_ENV, build_resources
 
     src, tgt = os.environ.get(SOURCE_URL_ENV), os.environ.get(TARGET_URL_ENV)
-    resources = build_resources(source_url=src, target_url=tgt) if (src or tgt) else build_resources()
+    resources = (
+        build_resources(source_url=src, target_url=tgt) if (src or tgt) else build_resources()
+    )
     return resources["source"], resources["target"]
 
 
@@ -173,7 +179,9 @@ def _demo(args: argparse.Namespace) -> int:
     if code != EXIT_OK or args.no_ui:
         return code
     workspace = Path.cwd() / "workspace.yaml"
-    target = ["-w", str(workspace)] if workspace.exists() else ["-m", "stagecopy_dagster.definitions"]
+    target = (
+        ["-w", str(workspace)] if workspace.exists() else ["-m", "stagecopy_dagster.definitions"]
+    )
     command = ["dagster", "dev", *target, "-h", "127.0.0.1", "-p", str(args.port)]
     print(f"stagecopy demo: open http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
     exe = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
@@ -183,6 +191,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _cleanup(args: argparse.Namespace) -> int:
     from stagecopy_dagster.automation import drop_staging_tables
+
     _, target = _plain_resources()
     dropped, kept = drop_staging_tables(target, max_age_hours=args.max_age_hours)
     for name in dropped:

@@ -548,7 +548,7 @@ class TableCopier:
     def _stream(
         self,
         select: sql.Composable,
-        copy_in: sql.Composable,
+        copy_in: sql.Composed,
         fmt: CopyFormat,
         *,
         step: str = "copy",
@@ -617,13 +617,13 @@ class TableCopier:
         finally:
             self.steps[name] = self.steps.get(name, 0.0) + time.perf_counter() - started
 
-    def _exec(self, statement: sql.Composable) -> int:
+    def _exec(self, statement: sql.Composed | sql.SQL) -> int:
         if self.dry_run:
             self.statements.append(statement.as_string(self.target))
             return 0
         return self.target.execute(statement).rowcount
 
-    def _fetch_write(self, statement: sql.Composable) -> tuple[Any, ...]:
+    def _fetch_write(self, statement: sql.Composed | sql.SQL) -> tuple[Any, ...]:
         """Run a writing statement that returns one row (MERGE ... RETURNING)."""
         if self.dry_run:
             self.statements.append(statement.as_string(self.target))
@@ -632,7 +632,7 @@ class TableCopier:
         assert row is not None
         return tuple(row)
 
-    def _scalar(self, statement: sql.Composable) -> Any:
+    def _scalar(self, statement: sql.Composed | sql.SQL) -> Any:
         row = self.target.execute(statement).fetchone()
         return None if row is None else row[0]
 

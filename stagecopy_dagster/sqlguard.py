@@ -17,6 +17,7 @@ that the database says are volatile (side effects such as `pg_terminate_backend`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
@@ -48,7 +49,8 @@ class CheckedSql:
         Used where the scope must name the target's columns next to a staging table with the
         same column names (MERGE ... WHEN NOT MATCHED BY SOURCE AND <scope>).
         """
-        expr = parse_sql("SELECT 1 WHERE " + self.text)[0].stmt.whereClause
+        stmt: Any = parse_sql("SELECT 1 WHERE " + self.text)[0].stmt
+        expr = stmt.whereClause
         _qualify(expr, alias)
         return RawStream()(expr)
 
@@ -129,7 +131,7 @@ def parse_where(text: str) -> CheckedSql:
     """
     what = f"where {text!r}"
     raw = _parse_one("SELECT 1 WHERE " + (text or ""), what=what)
-    stmt = raw.stmt
+    stmt: Any = raw.stmt
     if not isinstance(stmt, ast.SelectStmt) or stmt.op.name != "SETOP_NONE":
         raise UnsafeSqlError(f"{what} must be one boolean expression")
     extra = [
@@ -160,7 +162,7 @@ def parse_query(text: str) -> CheckedSql:
     """Check that `text` is exactly one read-only SELECT; return its canonical form."""
     what = "query"
     raw = _parse_one(text, what=what)
-    stmt = raw.stmt
+    stmt: Any = raw.stmt
     if not isinstance(stmt, ast.SelectStmt):
         kind = type(stmt).__name__.removesuffix("Stmt").upper()
         raise UnsafeSqlError(f"{what} must be a SELECT, got {kind}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, LiteralString, cast
 
 from psycopg import sql
 
@@ -45,6 +45,11 @@ class Column:
     """A `GENERATED ALWAYS AS IDENTITY` column: written with OVERRIDING SYSTEM VALUE."""
     binary_safe: bool = True
     """Whether binary COPY of this type is portable between databases (no user type OIDs)."""
+
+
+def type_sql(type_name: str) -> sql.SQL:
+    """A column type as the catalog's `format_type()` printed it (catalog text, not user text)."""
+    return sql.SQL(cast(LiteralString, type_name))
 
 
 def ident(name: str) -> sql.Identifier:
@@ -225,7 +230,7 @@ def create_table(
     """`CREATE TABLE` with the source's exact types, NOT NULLs and primary key."""
     defs: list[sql.Composable] = [
         sql.SQL("{} {}{}").format(
-            sql.Identifier(c.name), sql.SQL(c.type), sql.SQL(" NOT NULL" if c.not_null else "")
+            sql.Identifier(c.name), type_sql(c.type), sql.SQL(" NOT NULL" if c.not_null else "")
         )
         for c in columns
     ]
@@ -244,7 +249,7 @@ def create_index(table: QualifiedName, index_name: str, column: str) -> sql.Comp
 def add_column(table: QualifiedName, column: Column) -> sql.Composed:
     """`ALTER TABLE ... ADD COLUMN` for a column that appeared at the source (nullable)."""
     return sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-        table.identifier, sql.Identifier(column.name), sql.SQL(column.type)
+        table.identifier, sql.Identifier(column.name), type_sql(column.type)
     )
 
 
@@ -363,10 +368,12 @@ def merge(
                 ),
             )
         )
-    overriding = " OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else ""
+    overriding = sql.SQL(
+        " OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else ""
+    )
     clauses.append(
         sql.SQL("WHEN NOT MATCHED THEN INSERT ({}){} VALUES ({})").format(
-            column_list(names), sql.SQL(overriding), column_list(names, alias="s")
+            column_list(names), overriding, column_list(names, alias="s")
         )
     )
     if delete_missing:
@@ -410,11 +417,13 @@ def insert_from(
 ) -> sql.Composed:
     """`INSERT INTO target (cols) SELECT cols FROM staging`."""
     names = [c.name for c in columns]
-    overriding = " OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else ""
+    overriding = sql.SQL(
+        " OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else ""
+    )
     return sql.SQL("INSERT INTO {} ({}){} SELECT {} FROM {}").format(
         target.identifier,
         column_list(names),
-        sql.SQL(overriding),
+        overriding,
         column_list(names),
         staging.identifier,
     )
@@ -425,7 +434,8 @@ def insert_from(
 #: Staging tables left behind (by any schema), with whether another session holds a lock on them.
 LEFTOVER_STAGING = sql.SQL(
     "SELECT n.nspname, c.relname, "
-    "EXISTS (SELECT FROM pg_catalog.pg_locks l WHERE l.relation = c.oid AND l.pid <> pg_backend_pid()) "
+    "EXISTS (SELECT FROM pg_catalog.pg_locks l "
+    "WHERE l.relation = c.oid AND l.pid <> pg_backend_pid()) "
     "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind = 'r' AND c.relname LIKE '\\_stagecopy\\_%%' ORDER BY 1, 2"
 )
