@@ -166,6 +166,11 @@ class TableSpec(BaseModel):
             raise ValueError("primary_key lists a column twice")
         if self.lookback and not self.incremental_field:
             raise ValueError("`lookback` needs `incremental_field`")
+        if self.lookback and self.mode is Mode.APPEND:
+            raise ValueError(
+                "`lookback` re-reads rows and append has no key to match them (they would be "
+                "inserted twice); use mode merge, or drop `lookback`"
+            )
         if self.incremental_field and self.mode is Mode.REPLACE:
             raise ValueError("mode replace copies the whole scope; drop `incremental_field`")
         return self
