@@ -144,7 +144,8 @@ class SourceSnapshot:
     @contextmanager
     def begin(cls, conn: psycopg.Connection) -> Iterator[SourceSnapshot]:
         """Open the snapshot transaction on `conn` (autocommit off) and end it afterwards."""
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        # psycopg opens the transaction itself; this must be its first statement.
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         try:
             yield cls(conn)
         finally:

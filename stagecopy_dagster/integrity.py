@@ -100,6 +100,18 @@ def _rows(
     return conn.execute(st.row_digests(relation, columns, key, where), (buckets,)).fetchall()
 
 
+def _by_key(rows: list[tuple[str, int]]) -> tuple[dict[str, int], list[str]]:
+    """Row hash per key, and every repeat of a key beyond its first row."""
+    found: dict[str, int] = {}
+    repeats: list[str] = []
+    for key, digest in rows:
+        if key in found:
+            repeats.append(key)
+        else:
+            found[key] = digest
+    return found, repeats
+
+
 def compare(
     table: TableSpec,
     *,
@@ -139,7 +151,15 @@ def compare(
             t_f = pool.submit(_rows, target, target_rel, columns, bucket_key, where, batch)
             s_rows, t_rows = s_f.result(), t_f.result()
             if keyed:
-                s_map, t_map = dict(s_rows), dict(t_rows)
+                s_map, s_repeats = _by_key(s_rows)
+                t_map, t_repeats = _by_key(t_rows)
+                # A key held twice is a difference a dict would hide.
+                for k in s_repeats:
+                    missing += 1
+                    note("missing", k)
+                for k in t_repeats:
+                    extra += 1
+                    note("extra", k)
                 for k, h in s_map.items():
                     other = t_map.get(k)
                     if other is None:

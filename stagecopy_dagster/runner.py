@@ -41,7 +41,8 @@ class Replication:
 
 
 def _begin_read_only(conn: psycopg.Connection) -> None:
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    # psycopg opens the transaction itself; this must be its first statement.
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
 
 def replicate(
