@@ -14,6 +14,7 @@ The per-table run reads like the algorithm (:meth:`TableCopier.run`):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -374,7 +375,9 @@ class TableCopier:
         key = plan.key if self.table.mode.needs_key or self.table.primary_key else None
         self._exec(st.create_table(target, plan.columns, key))
         if self.table.incremental_field:
-            index = clip_identifier(f"{target.name}_{self.table.incremental_field}_idx")
+            # Not `<table>_<field>_idx`: clipped to 63 bytes that can equal a long table's name.
+            digest = hashlib.sha1(f"{target.schema}.{target.name}".encode()).hexdigest()[:10]
+            index = clip_identifier(f"stagecopy_{digest}_{self.table.incremental_field}")
             self._exec(st.create_index(target, index, self.table.incremental_field))
 
     def _watermark(self) -> Any:
