@@ -505,7 +505,7 @@ class TableCopier:
                 self._exec(sql.SQL("ROLLBACK TO SAVEPOINT stagecopy_merge"))
                 self._refuse_duplicates(staging, key)
                 raise DuplicateKeyError(
-                    f"MERGE refused the staged rows: {describe_db_error(exc)}", table=self.label
+                    f"the staged rows were refused by MERGE: {describe_db_error(exc)}", table=self.label
                 ) from exc
         if sync and not one_statement_sync:
             with self._step("delete"):
