@@ -2,6 +2,7 @@
 
 from stagecopy_dagster.assets import build_table_asset
 from stagecopy_dagster.build import build_definitions
+from stagecopy_dagster.component import StagecopyComponent
 from stagecopy_dagster.copier import CopyOptions, CopyResult, SourceSnapshot, TableCopier
 from stagecopy_dagster.errors import StagecopyError
 from stagecopy_dagster.integrity import IntegrityReport
@@ -17,6 +18,7 @@ __all__ = [
     "PostgresResource",
     "ReplicationSpec",
     "SourceSnapshot",
+    "StagecopyComponent",
     "StagecopyError",
     "StagecopyTranslator",
     "TableCopier",

@@ -249,7 +249,10 @@ class TableCopier:
             counts = self._copy_staged(plan, columns, fmt, watermark, version)
             path = "staged"
         with self._step("count"):
-            target_rows = self._scalar(st.count_rows(self.target_name))
+            # A dry run never created the table it would count.
+            target_rows = (
+                0 if self.dry_run and created else self._scalar(st.count_rows(self.target_name))
+            )
         return created, added, columns, fmt, path, counts, target_rows, watermark
 
     # -- source -----------------------------------------------------------------------------
@@ -505,7 +508,8 @@ class TableCopier:
                 self._exec(sql.SQL("ROLLBACK TO SAVEPOINT stagecopy_merge"))
                 self._refuse_duplicates(staging, key)
                 raise DuplicateKeyError(
-                    f"the staged rows were refused by MERGE: {describe_db_error(exc)}", table=self.label
+                    f"the staged rows were refused by MERGE: {describe_db_error(exc)}",
+                    table=self.label,
                 ) from exc
         if sync and not one_statement_sync:
             with self._step("delete"):

@@ -1,0 +1,1 @@
+"""An example `dg` project whose only definitions come from stagecopy's component."""

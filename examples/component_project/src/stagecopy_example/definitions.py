@@ -1,0 +1,11 @@
+"""The code location: every component under `defs/` (here, one `StagecopyComponent`)."""
+
+from pathlib import Path
+
+import dagster as dg
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Load the project's defs folder."""
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
