@@ -445,6 +445,11 @@ class TableCopier:
             st.copy_in(self.target_name.identifier, names, fmt),
             fmt,
         )
+        if self.table.mode.needs_key and not plan.key_is_source_pk and not self.dry_run:
+            # The target was empty, so every row in it came from this copy: no unique index
+            # may have caught a repeated or NULL key, so look before committing.
+            with self._step("duplicates"):
+                self._refuse_duplicates(self.target_name, plan.key)
         return rows, rows, 0, deleted, nbytes
 
     def _copy_staged(
@@ -618,7 +623,9 @@ class TableCopier:
         started = time.perf_counter()
         try:
             yield
-        except StagecopyError:
+        except StagecopyError as exc:
+            if exc.table is None:  # raised by a helper that does not know the table
+                raise type(exc)(exc.message, table=self.label) from exc
             raise
         except psycopg.Error as exc:
             raise wrap_db_error(exc, table=self.label, step=name) from exc

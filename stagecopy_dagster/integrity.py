@@ -28,8 +28,9 @@ from stagecopy_dagster.sqlguard import CheckedSql
 
 #: How many sample keys a report keeps per kind of difference.
 SAMPLE_SIZE = 5
-#: Buckets read per round trip while drilling down.
-_BUCKET_BATCH = 64
+#: Buckets read per pass while drilling down (each pass scans both scopes once; fewer passes
+#: are faster, more keep memory bounded when a whole table has drifted).
+_BUCKET_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def _rows(
     where: CheckedSql | None,
     buckets: list[int],
 ) -> list[tuple[str, int]]:
-    return conn.execute(st.row_digests(relation, columns, key, where), (buckets,)).fetchall()
+    return conn.execute(st.row_digests(relation, columns, key, where, buckets)).fetchall()
 
 
 def _by_key(rows: list[tuple[str, int]]) -> tuple[dict[str, int], list[str]]:

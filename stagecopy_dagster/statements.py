@@ -484,9 +484,16 @@ def row_digests(
     columns: Sequence[str],
     key: Sequence[str],
     where: CheckedSql | None,
+    buckets: Sequence[int],
 ) -> sql.Composed:
-    """Key text and row hash of the rows in scope whose bucket is in the array parameter."""
-    in_buckets = sql.SQL("{} = ANY(%s)").format(_bucket_of(key))
+    """Key text and row hash of the rows in scope whose bucket is one of `buckets`.
+
+    The buckets are a literal, not a bind parameter: the statement holds the user's `where`,
+    whose `%` (as in `LIKE 'a%'`) must not be read as a placeholder.
+    """
+    in_buckets = sql.SQL("{} = ANY({}::int[])").format(
+        _bucket_of(key), sql.Literal("{" + ",".join(str(int(b)) for b in buckets) + "}")
+    )
     return sql.SQL("SELECT {key}, hashtextextended({row}, 1) FROM {rel}{where}").format(
         key=_row_text(key),
         row=_row_text(columns),

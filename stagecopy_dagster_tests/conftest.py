@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -74,8 +75,10 @@ def _stop_and_clean(cluster: LocalCluster, keep_log_in: Path) -> None:
 
 @pytest.fixture(scope="session")
 def pg_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LocalCluster]]:
-    base = tmp_path_factory.mktemp("postgres")
-    _make_traversable(base, tmp_path_factory.getbasetemp())
+    # Not under pytest's basetemp: a concurrent pytest session prunes old basetemps, and with
+    # them the data directories of clusters still running.
+    base = Path(tempfile.mkdtemp(prefix="stagecopy-pg-"))
+    base.chmod(0o755)
     clusters = {
         install.label: LocalCluster(base / install.label, install=install, fast=True)
         for install in INSTALLS
@@ -91,9 +94,10 @@ def pg_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         errors: list[BaseException] = []
         for cluster in clusters.values():
             try:
-                _stop_and_clean(cluster, base)
+                _stop_and_clean(cluster, tmp_path_factory.getbasetemp())
             except Exception as exc:  # report after stopping the others
                 errors.append(exc)
+        shutil.rmtree(base, ignore_errors=True)
         if errors:
             raise errors[0]
 

@@ -31,7 +31,7 @@ def test_korean_fixture_is_25_characters() -> None:
     assert len(KOREAN_25.encode()) == 75
 
 
-# --- folding and quoting ---------------------------------------------------------------------------
+# --- folding and quoting ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -117,7 +117,7 @@ def test_identifier_is_always_quoted() -> None:
     assert QualifiedName("Sales", 'a"b').identifier.as_string(None) == '"Sales"."a""b"'
 
 
-# --- the 63-byte limit -------------------------------------------------------------------------
+# --- the 63-byte limit ------------------------------------------------------------------------
 
 
 def test_clip_a_25_character_korean_name_to_21_characters() -> None:
@@ -147,7 +147,7 @@ def test_parsing_clips_quoted_and_unquoted_names() -> None:
     assert parse_column_name(KOREAN_25) == KOREAN_25[:21]
 
 
-# --- staging names -----------------------------------------------------------------------------
+# --- staging names ----------------------------------------------------------------------------
 
 
 def test_staging_names_are_short_ascii_and_unique() -> None:
@@ -175,7 +175,7 @@ def test_staging_created_at_ignores_other_names(name: str) -> None:
     assert staging_created_at(name) is None
 
 
-# --- Dagster names ---------------------------------------------------------------------------------
+# --- Dagster names ----------------------------------------------------------------------------
 
 
 def assert_valid_dagster_name(name: str) -> None:

@@ -18,7 +18,7 @@ def spec_error(data: Any) -> str:
     return str(info.value)
 
 
-# --- valid specs ----------------------------------------------------------------------------------
+# --- valid specs ------------------------------------------------------------------------------
 
 
 def test_minimal_entry_gets_the_documented_defaults() -> None:
@@ -104,7 +104,7 @@ def test_the_spec_is_frozen() -> None:
     assert isinstance(spec, ReplicationSpec)
 
 
-# --- errors name the entry and the problem --------------------------------------------------------
+# --- errors name the entry and the problem ----------------------------------------------------
 
 
 def test_unknown_key() -> None:
@@ -144,9 +144,7 @@ def test_query_without_target() -> None:
 
 @pytest.mark.parametrize("mode", ["merge", "sync"])
 def test_query_in_a_keyed_mode_needs_primary_key(mode: str) -> None:
-    message = spec_error(
-        {"tables": [{"query": "SELECT 1 AS id", "target": "a.b", "mode": mode}]}
-    )
+    message = spec_error({"tables": [{"query": "SELECT 1 AS id", "target": "a.b", "mode": mode}]})
     assert message == f"spec: tables[0] (a.b): a `query` source in mode {mode} needs `primary_key`"
 
 
@@ -172,7 +170,9 @@ def test_duplicate_asset_names() -> None:
 
 
 def test_derived_asset_names_that_collide_are_refused() -> None:
-    message = spec_error({"tables": [{"source": "sales.orders"}, {"source": 'public."sales__orders"'}]})
+    message = spec_error(
+        {"tables": [{"source": "sales.orders"}, {"source": 'public."sales__orders"'}]}
+    )
     assert "would both be asset 'sales__orders'" in message
 
 
@@ -208,6 +208,24 @@ def test_replace_with_incremental_field_is_refused() -> None:
     )
     assert "tables[0] (a.orders)" in message
     assert "mode replace copies the whole scope; drop `incremental_field`" in message
+
+
+def test_append_with_lookback_is_refused() -> None:
+    # Append has no key: rows re-read inside the lookback window would be inserted twice.
+    message = spec_error(
+        {
+            "tables": [
+                {
+                    "source": "a.events",
+                    "mode": "append",
+                    "incremental_field": "at",
+                    "lookback": "10 minutes",
+                }
+            ]
+        }
+    )
+    assert "tables[0] (a.events)" in message
+    assert "`lookback` re-reads rows and append has no key" in message
 
 
 @pytest.mark.parametrize("key", ["source", "target", "query", "name"])
@@ -260,7 +278,9 @@ def test_bad_query_names_the_entry() -> None:
 
 def test_bad_table_name() -> None:
     message = spec_error({"tables": [{"source": "a.b.c"}]})
-    assert message == "spec: tables[0] (a.b.c): table name 'a.b.c': expected schema.table, got 3 parts"
+    assert (
+        message == "spec: tables[0] (a.b.c): table name 'a.b.c': expected schema.table, got 3 parts"
+    )
 
 
 def test_bad_asset_name_uses_the_name_as_label() -> None:
@@ -278,7 +298,7 @@ def test_parallel_range() -> None:
     assert message.startswith("spec: tables[0] (a.b).parallel: ")
 
 
-# --- YAML files -----------------------------------------------------------------------------------
+# --- YAML files -------------------------------------------------------------------------------
 
 
 def test_load_from_yaml_file(tmp_path: Path) -> None:

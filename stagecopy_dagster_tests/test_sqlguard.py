@@ -7,7 +7,7 @@ import pytest
 from stagecopy_dagster.errors import SpecError, UnsafeSqlError
 from stagecopy_dagster.sqlguard import parse_query, parse_where
 
-# --- where: accepted ---------------------------------------------------------------------------
+# --- where: accepted --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -17,10 +17,13 @@ from stagecopy_dagster.sqlguard import parse_query, parse_where
         ("coalesce(amount, 0) > 1 + 2", "COALESCE(amount, 0) > 1 + 2"),
         ("a OR b AND c", "a OR (b AND c)"),
         ("created_at >= now() - interval '7 days'", None),
-        ("id IN (SELECT id FROM ref.active WHERE ok)", "id IN (SELECT id FROM ref.active WHERE ok)"),
+        (
+            "id IN (SELECT id FROM ref.active WHERE ok)",
+            "id IN (SELECT id FROM ref.active WHERE ok)",
+        ),
         ("EXISTS (SELECT 1 FROM r WHERE r.code = region)", None),
         ("시장구분 = 'KOSPI'", "\"시장구분\" = 'KOSPI'"),
-        ('"Region" = \'KR\'', "\"Region\" = 'KR'"),
+        ("\"Region\" = 'KR'", "\"Region\" = 'KR'"),
         ("true", "TRUE"),
         ("status IS NOT NULL AND NOT deleted", None),
         ("x.a = 1", "x.a = 1"),
@@ -55,7 +58,7 @@ def test_composable_is_parenthesised() -> None:
     assert parse_where("a = 1 OR b = 2").composable().as_string(None) == "(a = 1 OR b = 2)"
 
 
-# --- where: rejected ---------------------------------------------------------------------------
+# --- where: rejected --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -90,14 +93,16 @@ def test_unsafe_sql_is_a_spec_error() -> None:
         parse_where("1=1; DROP TABLE x")
 
 
-# --- qualified(): only outer columns -----------------------------------------------------------
+# --- qualified(): only outer columns ----------------------------------------------------------
 
 
 def test_qualified_prefixes_bare_columns() -> None:
     assert parse_where("region = 'KR' AND amount > 0").qualified("t") == (
         "t.region = 'KR' AND t.amount > 0"
     )
-    assert parse_where('"Region" = 1 OR 시장 = 2').qualified("t") == 't."Region" = 1 OR t."시장" = 2'
+    assert (
+        parse_where('"Region" = 1 OR 시장 = 2').qualified("t") == 't."Region" = 1 OR t."시장" = 2'
+    )
 
 
 def test_qualified_keeps_already_qualified_columns() -> None:
@@ -123,7 +128,7 @@ def test_qualified_does_not_change_the_checked_text() -> None:
     assert checked.text == "a = 1"
 
 
-# --- query ---------------------------------------------------------------------------------------
+# --- query ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

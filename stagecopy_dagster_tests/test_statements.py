@@ -42,7 +42,7 @@ def text(statement: sql.Composable) -> str:
     return statement.as_string(None)
 
 
-# --- MERGE -------------------------------------------------------------------------------------
+# --- MERGE ------------------------------------------------------------------------------------
 
 
 def test_merge_plain() -> None:
@@ -142,7 +142,7 @@ def test_delete_missing_without_scope_and_composite_key() -> None:
     )
 
 
-# --- staging, COPY ------------------------------------------------------------------------------
+# --- staging, COPY ----------------------------------------------------------------------------
 
 
 def test_create_staging_is_unlogged_index_free_and_typed_like_the_target() -> None:
@@ -189,7 +189,7 @@ def test_insert_from_with_identity_always_overrides() -> None:
     )
 
 
-# --- scope and watermark -------------------------------------------------------------------------
+# --- scope and watermark ----------------------------------------------------------------------
 
 
 def test_scope_filter_empty() -> None:
@@ -252,7 +252,7 @@ def test_is_empty_and_delete_scope_use_the_scope() -> None:
     assert text(st.delete_scope(TARGET, None)) == f"DELETE FROM {T}"
 
 
-# --- duplicates ----------------------------------------------------------------------------------
+# --- duplicates -------------------------------------------------------------------------------
 
 
 def test_duplicate_keys_single_column() -> None:
@@ -308,8 +308,7 @@ def test_small_statements() -> None:
 
 def test_advisory_lock_key_names_the_target() -> None:
     assert text(st.advisory_lock(TARGET)) == (
-        "SELECT pg_catalog.pg_advisory_xact_lock("
-        "hashtextextended('stagecopy:sales.orders', 0))"
+        "SELECT pg_catalog.pg_advisory_xact_lock(hashtextextended('stagecopy:sales.orders', 0))"
     )
     # Quotes in names stay inside the literal.
     assert text(st.advisory_lock(QualifiedName("a'b", "c"))) == (
