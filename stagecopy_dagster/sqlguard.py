@@ -130,7 +130,9 @@ def parse_where(text: str) -> CheckedSql:
         "시장구분 = 'KOSPI'"
     """
     what = f"where {text!r}"
-    raw = _parse_one("SELECT 1 WHERE " + (text or ""), what=what)
+    if not text or not text.strip():
+        raise UnsafeSqlError("where is empty (leave the key out for all rows)")
+    raw = _parse_one("SELECT 1 WHERE " + text, what=what)
     stmt: Any = raw.stmt
     if not isinstance(stmt, ast.SelectStmt) or stmt.op.name != "SETOP_NONE":
         raise UnsafeSqlError(f"{what} must be one boolean expression")

@@ -6,7 +6,7 @@ session settings the product needs, exactly as the resource would run them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, LiteralString, cast
 
@@ -48,11 +48,13 @@ def run_and_check(pg: PgPair, entry: dict[str, Any]) -> tuple[CopyResult, Integr
     table = table_spec(entry)
     with connections(pg) as (s, t), SourceSnapshot.begin(s) as snap:
         result = TableCopier(table, snap, t).run()
+        relation = table.source if table.source is not None else table.query
+        assert relation is not None
         with t.transaction():
             report = compare(
                 table,
                 source=s,
-                source_relation=table.source or table.query,  # type: ignore[arg-type]
+                source_relation=relation,
                 target=t,
                 columns=[c.name for c in result.columns],
                 key=list(result.key),
@@ -141,8 +143,3 @@ def xmins(pg: PgPair, relation: str, key: str = "id") -> dict[Any, str]:
         k: x
         for k, x in pg.target_rows(cast(LiteralString, f"SELECT {key}, xmin::text FROM {relation}"))
     }
-
-
-def assert_columns_named(names: Sequence[str], result: CopyResult) -> None:
-    """The result copied exactly these columns, in order."""
-    assert [c.name for c in result.columns] == list(names)

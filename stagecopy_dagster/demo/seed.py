@@ -39,6 +39,7 @@ from stagecopy_dagster.identifiers import QualifiedName
 
 __all__ = [
     "DEMO_SPEC",
+    "DISCLOSURE_KIND",
     "DISCLOSURE_KINDS",
     "DISCLOSURES",
     "MASTER",
