@@ -131,7 +131,7 @@ def parse_where(text: str) -> CheckedSql:
     """
     what = f"where {text!r}"
     if not text or not text.strip():
-        raise UnsafeSqlError("where is empty (leave the key out for all rows)")
+        raise UnsafeSqlError(f"{what} is empty (leave the key out for all rows)")
     raw = _parse_one("SELECT 1 WHERE " + text, what=what)
     stmt: Any = raw.stmt
     if not isinstance(stmt, ast.SelectStmt) or stmt.op.name != "SETOP_NONE":

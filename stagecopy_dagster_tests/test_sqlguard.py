@@ -76,8 +76,8 @@ def test_composable_is_parenthesised() -> None:
         ("id IN (SELECT id FROM x FOR UPDATE)", "row locks (FOR UPDATE/SHARE) are not allowed"),
         ("EXISTS (SELECT 1 FROM x FOR SHARE)", "row locks (FOR UPDATE/SHARE) are not allowed"),
         ("a = 1 /* unterminated", "is not valid SQL"),
-        ("", "where is empty"),
-        ("   ", "where is empty"),
+        ("", "is empty"),
+        ("   ", "is empty"),
     ],
 )
 def test_where_rejects(where: str, problem: str) -> None:
