@@ -1,0 +1,1 @@
+"""Helpers for the browser end-to-end test: the demo server and Playwright utilities."""

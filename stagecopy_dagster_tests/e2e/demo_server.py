@@ -1,0 +1,201 @@
+"""`stagecopy demo` as a server under test: start it, wait for Dagster, ask GraphQL, stop it.
+
+The demo starts (or attaches to) the embedded PostgreSQL under `$STAGECOPY_HOME`, seeds it,
+runs the main job and then *execs* `dagster dev`, so the process started here becomes the
+Dagster webserver's parent process. It runs in its own session (process group) so that one
+signal reaches the webserver, the daemon and the code servers.
+
+SIGINT and SIGTERM are reset to their defaults in the child: a process that inherits SIGINT as
+ignored (any job backgrounded by a non-interactive shell) makes `dagster dev` ignore SIGTERM too,
+because Dagster maps SIGTERM onto the SIGINT handler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from stagecopy_dagster.embedded import LocalCluster
+
+LOCATIONS_QUERY = """
+{ workspaceOrError { __typename ... on Workspace { locationEntries {
+    name loadStatus
+    locationOrLoadError { __typename ... on PythonError { message } } } } } }
+"""
+
+CHECK_QUERY = """
+query Check($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) { ... on AssetNode {
+    assetMaterializations(limit: 1) { runId metadataEntries { label
+      ... on IntMetadataEntry { intValue } } }
+    assetChecksOrError { ... on AssetChecks { checks { name
+      executionForLatestMaterialization { runId status evaluation { success } } } } } } }
+}
+"""
+
+
+class DemoError(AssertionError):
+    """The demo did not come up, or did not go down, as it should."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _reset_signals() -> None:  # runs in the child between fork and exec
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Pids in process group `pgid` that are not zombies (read from /proc)."""
+    members = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat_file.read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat_file.parent.name))
+    return members
+
+
+@dataclass
+class DemoServer:
+    """One `stagecopy demo --port N` process tree and where its pieces live."""
+
+    home: Path
+    cwd: Path
+    log_path: Path
+    stagecopy: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    stopped_gracefully: bool | None = None
+    _log: TextIO | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The Dagster UI."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, env: dict[str, str]) -> None:
+        """Start `stagecopy demo` with `$STAGECOPY_HOME` = `home`; output goes to `log_path`."""
+        self._log = self.log_path.open("w", encoding="utf-8")
+        self.process = subprocess.Popen(
+            [str(self.stagecopy), "demo", "--port", str(self.port)],
+            cwd=self.cwd,
+            env={**env, "STAGECOPY_HOME": str(self.home), "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_reset_signals,
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the demo's output, for failure messages."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST a GraphQL query to the webserver; the `data` of the answer."""
+        request = urllib.request.Request(
+            f"{self.base_url}/graphql",
+            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.load(response)
+        if answer.get("errors"):
+            raise DemoError(f"GraphQL errors: {answer['errors']}")
+        return answer["data"]
+
+    def wait_until_loaded(self, timeout: float) -> float:
+        """Wait until every code location is LOADED (not just /server_info); return seconds.
+
+        Raises:
+            DemoError: The demo exited, a location failed to load, or time ran out.
+        """
+        assert self.process is not None
+        started = time.monotonic()
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DemoError(
+                    f"stagecopy demo exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                entries = self.graphql(LOCATIONS_QUERY)["workspaceOrError"]["locationEntries"]
+            except (OSError, urllib.error.URLError, KeyError, ValueError):
+                entries = []
+            for entry in entries:
+                error = entry["locationOrLoadError"] or {}
+                if error.get("__typename") == "PythonError":
+                    raise DemoError(f"code location {entry['name']}: {error['message']}")
+            if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                return time.monotonic() - started
+            time.sleep(0.5)
+        raise DemoError(f"Dagster not loaded after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def latest_check(self, asset: str, check: str) -> dict[str, Any]:
+        """The latest materialization and `check`'s execution for it, as GraphQL reports them."""
+        node = self.graphql(CHECK_QUERY, {"key": {"path": [asset]}})["assetNodeOrError"]
+        checks = {c["name"]: c for c in node["assetChecksOrError"]["checks"]}
+        return {
+            "materialization": node["assetMaterializations"][0],
+            "execution": checks[check]["executionForLatestMaterialization"],
+        }
+
+    def stop(self, grace: float = 30.0) -> bool:
+        """SIGTERM the process group, wait up to `grace` s, then SIGKILL it; True if graceful.
+
+        Idempotent. Afterwards no live process of the group is left.
+        """
+        if self.process is None:
+            return bool(self.stopped_gracefully)
+        pgid = self.process.pid  # a session leader: its pid is the group id
+        if self.stopped_gracefully is None:
+            self.stopped_gracefully = self._signal_and_wait(pgid, signal.SIGTERM, grace)
+            if not self.stopped_gracefully:
+                self._signal_and_wait(pgid, signal.SIGKILL, 10.0)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return self.stopped_gracefully
+
+    def _signal_and_wait(self, pgid: int, signum: int, timeout: float) -> bool:
+        assert self.process is not None
+        try:
+            os.killpg(pgid, signum)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.process.poll()  # reap our own child; orphans are reaped by init
+            if not live_group_members(pgid):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def stop_cluster(self) -> None:
+        """Stop the embedded PostgreSQL the demo started (a no-op when it is not running)."""
+        pg = self.home / "pg"
+        if (pg / "PG_VERSION").is_file():
+            LocalCluster(pg).stop()

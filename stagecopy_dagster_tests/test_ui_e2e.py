@@ -1,0 +1,174 @@
+"""The demo for real, driven from a browser: `stagecopy demo` -> Dagster UI -> Materialize all.
+
+Starts `stagecopy demo --port N` from the repository (as `./dev demo` does) with a fresh
+`$STAGECOPY_HOME`, waits until GraphQL reports the code location LOADED, then in headless
+Chromium: opens the asset graph, clicks "Materialize all", waits for the run to succeed, and
+on the Korean-named table's asset page sees the row count and the `integrity` check Passed
+*for that run*. GraphQL must agree, and SIGTERM must stop `dagster dev`. Screenshots and the
+demo's output go to `e2e-artifacts/ui/` (always; `failure.png` when a step fails).
+
+Needs Debian's Chromium at /usr/bin/chromium (CI installs it); skipped only when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+from psycopg import sql
+
+from stagecopy_dagster.build import DEMO_SPEC
+from stagecopy_dagster.embedded import LocalCluster
+from stagecopy_dagster.embedded_default import TARGET_DB
+from stagecopy_dagster.identifiers import QualifiedName
+from stagecopy_dagster.spec import load_spec
+from stagecopy_dagster_tests.e2e.demo_server import DemoServer
+from stagecopy_dagster_tests.e2e.ui import (
+    CHROMIUM,
+    dismiss_nux,
+    launch,
+    launched_run_id,
+    wait_run_status,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(420)]
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "e2e-artifacts" / "ui"
+STAGECOPY = Path(sys.executable).with_name("stagecopy")
+#: The demo table with a Korean name (and a `where` scope); its asset name comes from the spec.
+KOREAN_TABLE = "raw_data.인포맥스종목마스터"
+TABLE = load_spec(DEMO_SPEC).table(KOREAN_TABLE)
+ASSET = TABLE.asset_name
+GROUPS = sorted({t.group_name for t in load_spec(DEMO_SPEC).tables})
+
+# Budgets (seconds) that keep the whole test under 3 minutes on 2 busy cores.
+DEMO_READY_TIMEOUT = 150  # cluster + seed + the demo's own run + dagster dev loading
+RUN_TIMEOUT = 120  # the UI-launched run of every table and check (multiprocess executor)
+
+
+def clean_env() -> dict[str, str]:
+    """The caller's environment without anything stagecopy, Dagster or libpq would pick up."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith(("STAGECOPY_", "DAGSTER_", "PG"))
+    }
+
+
+@pytest.fixture
+def demo(cluster_tmp_path: Path) -> Iterator[DemoServer]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"the browser test needs Chromium at {CHROMIUM} (apt-get install chromium)")
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    server = DemoServer(
+        home=cluster_tmp_path / "stagecopy",
+        cwd=REPO,
+        log_path=ARTIFACTS / "demo.log",
+        stagecopy=STAGECOPY,
+    )
+    server.start(clean_env())
+    try:
+        yield server
+    finally:
+        try:
+            server.stop()
+        finally:
+            server.stop_cluster()
+
+
+class Steps:
+    """Timed, screenshotted steps; a failing step leaves `failure.png` behind."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.started = time.monotonic()
+        self.log: list[str] = []
+
+    def shot(self, name: str) -> None:
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+    def mark(self, what: str) -> None:
+        self.log.append(f"[{time.monotonic() - self.started:6.1f}s] {what}")
+
+
+def target_rows(home: Path, table: QualifiedName) -> int:
+    """Rows of `table` in the demo's target database (attaching to the running cluster)."""
+    cluster = LocalCluster(home / "pg").start()
+    with psycopg.connect(cluster.url(TARGET_DB)) as conn:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.identifier)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_materialize_all_from_the_ui_passes_the_korean_tables_check(demo: DemoServer) -> None:
+    loaded_after = demo.wait_until_loaded(timeout=DEMO_READY_TIMEOUT)
+    base = demo.base_url
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        page.set_default_timeout(30_000)
+        expect.set_options(timeout=30_000)  # the default 5 s is short on 2 busy cores
+        steps = Steps(page)
+        steps.mark(f"demo loaded after {loaded_after:.1f}s")
+        try:
+            page.goto(f"{base}/asset-groups")
+            materialize_all = page.get_by_role("button", name="Materialize all")
+            materialize_all.wait_for()
+            dismiss_nux(page)
+            # Two groups or more render collapsed: the graph shows the groups, not the assets.
+            for group in GROUPS:
+                expect(page.get_by_text(group, exact=True).first).to_be_visible()
+            steps.shot("01_asset_graph")
+            steps.mark("asset graph")
+
+            materialize_all.click()
+            run_id = launched_run_id(page)
+            steps.shot("02_launched")
+            steps.mark(f"launched run {run_id}")
+
+            page.goto(f"{base}/runs/{run_id}")
+            status = wait_run_status(page, timeout=RUN_TIMEOUT)
+            steps.shot("03_run")
+            steps.mark(f"run {status}")
+            assert status == "Success", f"run {run_id} ended {status}; see {ARTIFACTS}"
+
+            rows = target_rows(demo.home, TABLE.target_table)
+            page.goto(f"{base}/assets/{ASSET}")
+            assert TABLE.description is not None
+            expect(page.get_by_text(TABLE.description).first).to_be_visible()
+            # The overview's Status section: "Row count" over the `dagster/row_count` value.
+            expect(page.get_by_text("Row count", exact=True)).to_be_visible()
+            expect(page.get_by_text(f"{rows:,}", exact=True).first).to_be_visible()
+            steps.shot("04_asset_overview")
+            steps.mark(f"asset page: Row count {rows:,}")
+
+            page.get_by_role("tab", name="Checks").click()
+            expect(page).to_have_url(re.compile(r"view=checks"))
+            expect(page.get_by_text("Passed", exact=True).first).to_be_visible()
+            # The "Passed" result belongs to *our* run, not to the demo's earlier one.
+            expect(page.locator(f'a[href^="/runs/{run_id}"]').first).to_be_visible()
+            steps.shot("05_checks_passed")
+            steps.mark("integrity Passed for our run")
+        except BaseException:
+            steps.shot("failure")
+            raise
+        finally:
+            browser.close()
+            (ARTIFACTS / "steps.log").write_text("\n".join(steps.log) + "\n", encoding="utf-8")
+
+    latest = demo.latest_check(ASSET, "integrity")
+    assert latest["execution"]["runId"] == run_id
+    assert latest["execution"]["status"] == "SUCCEEDED"
+    assert latest["materialization"]["runId"] == run_id
+    metadata = {e["label"]: e.get("intValue") for e in latest["materialization"]["metadataEntries"]}
+    assert metadata["dagster/row_count"] == rows > 0
+
+    assert demo.stop(), f"dagster dev ignored SIGTERM; see {ARTIFACTS / 'demo.log'}"
