@@ -195,7 +195,6 @@ class TableCopier:
 
     def run(self) -> CopyResult:
         """Copy the table; return exact counts. The target is untouched when this raises."""
-        plan = self.plan_source()
         version = catalog.server_version(self.target)
         if version < MIN_TARGET_VERSION:
             raise StagecopyError(
@@ -205,8 +204,8 @@ class TableCopier:
             )
         try:
             with self.target.transaction():
-                created, added, columns, fmt, path, counts, target_rows, watermark = self._apply(
-                    plan, version
+                plan, created, added, columns, fmt, path, counts, target_rows, watermark = (
+                    self._apply(version)
                 )
                 commit_started = time.perf_counter()
         except StagecopyError:
@@ -236,9 +235,12 @@ class TableCopier:
             steps=dict(self.steps),
         )
 
-    def _apply(self, plan: SourcePlan, version: int) -> tuple[Any, ...]:
+    def _apply(self, version: int) -> tuple[Any, ...]:
         """Everything inside the target transaction, in order."""
+        # Lock first, then read the source: the source snapshot is taken by its first query,
+        # so a run that waited for the lock cannot write rows older than the run before it.
         self._lock_target()
+        plan = self.plan_source()
         created, added, columns = self._prepare_target(plan)
         watermark = self._watermark()
         fmt = self._format(plan, columns)
@@ -253,7 +255,7 @@ class TableCopier:
             target_rows = (
                 0 if self.dry_run and created else self._scalar(st.count_rows(self.target_name))
             )
-        return created, added, columns, fmt, path, counts, target_rows, watermark
+        return plan, created, added, columns, fmt, path, counts, target_rows, watermark
 
     # -- source -----------------------------------------------------------------------------
 
@@ -322,7 +324,8 @@ class TableCopier:
             oid = _oid_or_none(self.target, self.target_name)
             if oid is None:
                 self._create_target(plan)
-                return True, (), [c for c in plan.columns]
+                self._check_scope_on_target([c.name for c in plan.columns])
+                return True, (), list(plan.columns)
             self._exec(st.lock_table(self.target_name))
             existing = {c.name: c for c in catalog.columns(self.target, oid)}
             added: list[str] = []
@@ -360,21 +363,24 @@ class TableCopier:
                     raise SchemaMismatchError(
                         f"key column {col!r} is generated in the target", table=self.label
                     )
-            if self.table.where is not None:
-                self._explain(
-                    self.target,
-                    st.select_rows(
-                        self.target_name,
-                        [c.name for c in copy_columns],
-                        st.scope_filter(self.table.where),
-                    ),
-                )
-                catalog.check_functions(self.target, self.table.where, what="where")
+            self._check_scope_on_target([c.name for c in copy_columns])
             return False, tuple(added), copy_columns
+
+    def _check_scope_on_target(self, names: Sequence[str]) -> None:
+        """The scope must work on the target too (sync/replace and the check use it there)."""
+        if self.table.where is None:
+            return
+        self._explain(
+            self.target,
+            st.select_rows(self.target_name, names, st.scope_filter(self.table.where)),
+        )
+        catalog.check_functions(self.target, self.table.where, what="where")
 
     def _create_target(self, plan: SourcePlan) -> None:
         target = self.target_name
-        self._exec(st.create_schema(target.schema))
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists.
+        if self._scalar(st.SCHEMA_EXISTS, (target.schema,)) is None:
+            self._exec(st.create_schema(target.schema))
         key = plan.key if self.table.mode.needs_key or self.table.primary_key else None
         self._exec(st.create_table(target, plan.columns, key))
         if self.table.incremental_field:
@@ -647,8 +653,10 @@ class TableCopier:
         assert row is not None
         return tuple(row)
 
-    def _scalar(self, statement: sql.Composed | sql.SQL) -> Any:
-        row = self.target.execute(statement).fetchone()
+    def _scalar(
+        self, statement: sql.Composed | sql.SQL, params: Sequence[Any] | None = None
+    ) -> Any:
+        row = self.target.execute(statement, params).fetchone()
         return None if row is None else row[0]
 
     def _explain(self, conn: psycopg.Connection, statement: sql.Composable) -> None:

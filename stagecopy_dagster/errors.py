@@ -94,10 +94,15 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def describe_db_error(exc: psycopg.Error) -> str:
-    """A one-line description of a database error: message, detail and SQLSTATE, no DSN."""
+    """A one-line description of a database error: message, detail and SQLSTATE, no DSN.
+
+    The detail of a NOT NULL or CHECK violation ("Failing row contains (...)") is left out:
+    it would copy a whole row, personal data included, into logs and Dagster's event log.
+    """
     diag = exc.diag
     parts = [(diag.message_primary or str(exc).strip().splitlines()[0] or type(exc).__name__)]
-    if diag.message_detail:
+    leaks_row = isinstance(exc, pg_errors.NotNullViolation | pg_errors.CheckViolation)
+    if diag.message_detail and not leaks_row:
         parts.append(diag.message_detail)
     if exc.sqlstate:
         parts.append(f"[SQLSTATE {exc.sqlstate}]")

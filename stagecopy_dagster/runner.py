@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 
@@ -21,7 +22,12 @@ from stagecopy_dagster.copier import (
     SourceSnapshot,
     TableCopier,
 )
-from stagecopy_dagster.errors import SchemaMismatchError, StagecopyError, wrap_db_error
+from stagecopy_dagster.errors import (
+    ConnectError,
+    SchemaMismatchError,
+    StagecopyError,
+    wrap_db_error,
+)
 from stagecopy_dagster.integrity import IntegrityReport, compare
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.retry import call_with_retries
@@ -30,6 +36,7 @@ from stagecopy_dagster.spec import TableSpec
 log = logging.getLogger(__name__)
 
 RetryHook = Callable[[int, BaseException, float], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,25 @@ def replicate(
                     report = _compare_after_copy(table, snap, tgt, result)
                 return Replication(result, report)
 
-    return call_with_retries(attempt, attempts=max(1, target.retries), on_retry=on_retry)
+    return call_with_retries(
+        _naming(table, attempt), attempts=max(1, target.retries), on_retry=on_retry
+    )
+
+
+def _naming(table: TableSpec, fn: Callable[[], T]) -> Callable[[], T]:
+    """`fn`, with connection errors re-raised naming the table (and keeping `transient`)."""
+
+    def call() -> T:
+        try:
+            return fn()
+        except ConnectError as exc:
+            if exc.table is not None:
+                raise
+            named = ConnectError(exc.message, table=table.label)
+            named.transient = exc.transient
+            raise named from None
+
+    return call
 
 
 def _compare_after_copy(
@@ -133,7 +158,9 @@ def verify(
                     if not tgt.closed:
                         tgt.rollback()
 
-    return call_with_retries(attempt, attempts=max(1, target.retries), on_retry=on_retry)
+    return call_with_retries(
+        _naming(table, attempt), attempts=max(1, target.retries), on_retry=on_retry
+    )
 
 
 def leftover_staging(conn: psycopg.Connection) -> list[tuple[str, str, bool]]:

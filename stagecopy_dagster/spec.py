@@ -284,7 +284,9 @@ def parse_spec(data: Mapping[str, Any] | None, *, origin: str = "spec") -> Repli
         except ValidationError as exc:
             raise SpecError(f"{origin}: {_format_validation_error(entry, exc)}") from None
         except StagecopyError as exc:
-            raise SpecError(f"{origin}: {entry}: {exc}") from None
+            # Keep the kind (UnsafeSqlError stays UnsafeSqlError); both are SpecErrors.
+            kind = type(exc) if isinstance(exc, SpecError) else SpecError
+            raise kind(f"{origin}: {entry}: {exc}") from None
     _check_unique(tables, origin=origin)
     return ReplicationSpec(tables=tuple(tables))
 

@@ -113,6 +113,8 @@ VOLATILE_FUNCTIONS = sql.SQL(
     "AND (%s::text IS NULL OR n.nspname = %s)"
 )
 
+SCHEMA_EXISTS = sql.SQL("SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %s")
+
 SERVER_VERSION = sql.SQL("SELECT current_setting('server_version_num')::int")
 
 
