@@ -18,7 +18,8 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,9 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection]]
+#: (open a source connection, open a target connection), for parallel streams.
+Connectors = tuple[ConnectionFactory, ConnectionFactory]
 
 
 @dataclass(frozen=True)
@@ -178,8 +182,13 @@ class TableCopier:
         options: CopyOptions | None = None,
         progress: ProgressCallback | None = None,
         dry_run: bool = False,
+        connectors: Connectors | None = None,
     ) -> None:
         self.table = table
+        self.connectors = connectors
+        """Open more source/target connections: needed only for `parallel` > 1."""
+        self._schema_created = False
+        self._committed_staging: QualifiedName | None = None
         self.dry_run = dry_run
         """Plan only: read what is needed, record every write in `statements`, write nothing."""
         self.statements: list[str] = []
@@ -212,6 +221,8 @@ class TableCopier:
             raise
         except psycopg.Error as exc:
             raise wrap_db_error(exc, table=self.label, step="commit") from exc
+        finally:
+            self._drop_committed_staging()
         self.steps["commit"] = time.perf_counter() - commit_started
         rows_copied, inserted, updated, deleted, nbytes = counts
         return CopyResult(
@@ -244,11 +255,12 @@ class TableCopier:
         created, added, columns = self._prepare_target(plan)
         watermark = self._watermark()
         fmt = self._format(plan, columns)
+        staged = self._parallel_stage(plan, columns, fmt, watermark)
         if self._copies_direct(created):
-            counts = self._copy_direct(plan, columns, fmt, watermark)
+            counts = self._copy_direct(plan, columns, fmt, watermark, staged)
             path = "direct"
         else:
-            counts = self._copy_staged(plan, columns, fmt, watermark, version)
+            counts = self._copy_staged(plan, columns, fmt, watermark, version, staged)
             path = "staged"
         with self._step("count"):
             # A dry run never created the table it would count.
@@ -381,6 +393,7 @@ class TableCopier:
         # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists.
         if self._scalar(st.SCHEMA_EXISTS, (target.schema,)) is None:
             self._exec(st.create_schema(target.schema))
+            self._schema_created = True
         key = plan.key if self.table.mode.needs_key or self.table.primary_key else None
         self._exec(st.create_table(target, plan.columns, key))
         if self.table.incremental_field:
@@ -423,7 +436,11 @@ class TableCopier:
     # -- the two paths ------------------------------------------------------------------------
 
     def _source_select(
-        self, plan: SourcePlan, names: Sequence[str], watermark: Any
+        self,
+        plan: SourcePlan,
+        names: Sequence[str],
+        watermark: Any,
+        extra: sql.Composable | None = None,
     ) -> sql.Composed:
         spec = self.table
         where = st.scope_filter(
@@ -431,11 +448,89 @@ class TableCopier:
             incremental_field=spec.incremental_field,
             watermark=watermark,
             inclusive=spec.mode is not Mode.APPEND,
+            extra=extra,
         )
         return st.select_rows(plan.relation, names, where)
 
-    def _copy_direct(
+    # -- parallel streams -------------------------------------------------------------------
+
+    def _parallel_stage(
         self, plan: SourcePlan, columns: Sequence[Column], fmt: CopyFormat, watermark: Any
+    ) -> tuple[QualifiedName, int, int] | None:
+        """Load a staging table with `parallel` COPY streams; None when a single stream is used.
+
+        Every source stream reads the snapshot this copy exported, over its own range of heap
+        blocks (a TID range scan), so together they are one consistent copy. The N target
+        sessions need a *committed* staging table; the final table is still only touched by
+        this run's one transaction, and the staging table is dropped in it (or, on failure,
+        right after).
+        """
+        n = self.table.parallel
+        relation = plan.relation
+        if (
+            n <= 1
+            or self.connectors is None
+            or self.dry_run
+            or not isinstance(relation, QualifiedName)
+            or self._schema_created  # the schema is not visible to other sessions yet
+        ):
+            return None
+        source_connect, target_connect = self.connectors
+        names = [c.name for c in columns]
+        staging = QualifiedName(self.target_name.schema, staging_table_name())
+        with self._step("staging"):
+            snapshot = self.source.conn.execute(st.export_snapshot()).fetchone()
+            oid = catalog.relation_oid(self.source.conn, relation)
+            blocks_row = self.source.conn.execute(st.RELATION_BLOCKS, (oid,)).fetchone()
+            assert snapshot is not None and blocks_row is not None
+            blocks = int(blocks_row[0])
+            with target_connect() as conn:
+                conn.execute(st.create_staging_table(staging, columns))
+                conn.commit()
+            self._committed_staging = staging
+        bounds = [blocks * i // n for i in range(n)] + [None]
+
+        def load(i: int) -> tuple[int, int]:
+            lower = bounds[i]
+            assert lower is not None
+            select = self._source_select(
+                plan, names, watermark, extra=st.ctid_range(lower, bounds[i + 1])
+            )
+            with source_connect() as src, target_connect() as tgt:
+                src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                src.execute(st.set_snapshot(str(snapshot[0])))
+                result = self._pump(
+                    src, tgt, select, st.copy_in(staging.identifier, names, fmt), fmt
+                )
+                tgt.commit()
+                return result
+
+        with self._step("copy"), ThreadPoolExecutor(max_workers=n) as pool:
+            results = list(pool.map(load, range(n)))
+        return staging, sum(r for r, _ in results), sum(b for _, b in results)
+
+    def _drop_committed_staging(self) -> None:
+        """Drop a parallel run's staging table if its transaction did not (a failed run)."""
+        staging, self._committed_staging = self._committed_staging, None
+        if staging is None or self.connectors is None:
+            return
+        try:
+            with self.connectors[1]() as conn:
+                conn.execute(st.set_session({"lock_timeout": "5s"}))
+                conn.execute(st.drop_table(staging))
+                conn.commit()
+        except (psycopg.Error, StagecopyError):
+            log.warning(
+                "%s: could not drop staging table %s; the clean-up job will", self.label, staging
+            )
+
+    def _copy_direct(
+        self,
+        plan: SourcePlan,
+        columns: Sequence[Column],
+        fmt: CopyFormat,
+        watermark: Any,
+        staged: tuple[QualifiedName, int, int] | None = None,
     ) -> tuple[int, int, int, int, int]:
         deleted = 0
         if self.table.mode is Mode.REPLACE:
@@ -446,11 +541,17 @@ class TableCopier:
                 else:
                     deleted = self._exec(st.delete_scope(self.target_name, self.table.where))
         names = [c.name for c in columns]
-        rows, nbytes = self._stream(
-            self._source_select(plan, names, watermark),
-            st.copy_in(self.target_name.identifier, names, fmt),
-            fmt,
-        )
+        if staged is not None:  # loaded by parallel streams: one INSERT moves it in
+            staging, _, nbytes = staged
+            with self._step("insert"):
+                rows = self._exec(st.insert_from(self.target_name, staging, columns))
+                self._exec(st.drop_table(staging))
+        else:
+            rows, nbytes = self._stream(
+                self._source_select(plan, names, watermark),
+                st.copy_in(self.target_name.identifier, names, fmt),
+                fmt,
+            )
         if self.table.mode.needs_key and not plan.key_is_source_pk and not self.dry_run:
             # The target was empty, so every row in it came from this copy: no unique index
             # may have caught a repeated or NULL key, so look before committing.
@@ -465,18 +566,22 @@ class TableCopier:
         fmt: CopyFormat,
         watermark: Any,
         version: int,
+        staged: tuple[QualifiedName, int, int] | None = None,
     ) -> tuple[int, int, int, int, int]:
         spec = self.table
         key = plan.key
         names = [c.name for c in columns]
-        staging = QualifiedName(self.target_name.schema, staging_table_name())
-        with self._step("staging"):
-            self._exec(st.create_staging(staging, self.target_name, names))
-        rows, nbytes = self._stream(
-            self._source_select(plan, names, watermark),
-            st.copy_in(staging.identifier, names, fmt),
-            fmt,
-        )
+        if staged is not None:  # loaded by parallel streams
+            staging, rows, nbytes = staged
+        else:
+            staging = QualifiedName(self.target_name.schema, staging_table_name())
+            with self._step("staging"):
+                self._exec(st.create_staging(staging, self.target_name, names))
+            rows, nbytes = self._stream(
+                self._source_select(plan, names, watermark),
+                st.copy_in(staging.identifier, names, fmt),
+                fmt,
+            )
         # MERGE alone would not notice two staged rows with one key when only one of them
         # differs from the target; unless the source's own primary key rules that out, look.
         if not self.dry_run and not plan.key_is_source_pk:
@@ -581,45 +686,58 @@ class TableCopier:
             self.statements.append(copy_in.as_string(self.target))
             return 0, 0
         started = time.perf_counter()
+        with self._step(step):
+            rows, nbytes = self._pump(self.source.conn, self.target, select, copy_in, fmt)
+        if self.progress is not None:
+            self.progress(Progress(self.label, rows, nbytes, time.perf_counter() - started))
+        return rows, nbytes
+
+    def _pump(
+        self,
+        source: psycopg.Connection,
+        target: psycopg.Connection,
+        select: sql.Composable,
+        copy_in: sql.Composed,
+        fmt: CopyFormat,
+    ) -> tuple[int, int]:
+        """COPY OUT on `source` into COPY IN on `target`, in ~1 MiB writes; (rows, bytes)."""
+        started = time.perf_counter()
         next_report = started + self.options.progress_interval
         nbytes = 0
         newlines = 0
         block_size = self.options.write_block
         pending: list[Any] = []
         pending_size = 0
-        src_cur = self.source.conn.cursor()
-        tgt_cur = self.target.cursor()
-        with self._step(step):
-            with src_cur.copy(st.copy_out(select, fmt)) as out, tgt_cur.copy(copy_in) as inp:
-                for block in out:
-                    pending.append(block)
-                    pending_size += len(block)
-                    if pending_size >= block_size:
-                        data = b"".join(pending)
-                        inp.write(data)
-                        nbytes += pending_size
-                        if fmt == "text":
-                            newlines += data.count(b"\n")
-                        pending.clear()
-                        pending_size = 0
-                        now = time.perf_counter()
-                        if self.progress is not None and now >= next_report:
-                            next_report = now + self.options.progress_interval
-                            self.progress(
-                                Progress(
-                                    self.label,
-                                    newlines if fmt == "text" else None,
-                                    nbytes,
-                                    now - started,
-                                )
-                            )
-                if pending:
+        src_cur = source.cursor()
+        tgt_cur = target.cursor()
+        with src_cur.copy(st.copy_out(select, fmt)) as out, tgt_cur.copy(copy_in) as inp:
+            for block in out:
+                pending.append(block)
+                pending_size += len(block)
+                if pending_size >= block_size:
                     data = b"".join(pending)
                     inp.write(data)
                     nbytes += pending_size
-            rows = tgt_cur.rowcount
-        if self.progress is not None:
-            self.progress(Progress(self.label, rows, nbytes, time.perf_counter() - started))
+                    if fmt == "text":
+                        newlines += data.count(b"\n")
+                    pending.clear()
+                    pending_size = 0
+                    now = time.perf_counter()
+                    if self.progress is not None and now >= next_report:
+                        next_report = now + self.options.progress_interval
+                        self.progress(
+                            Progress(
+                                self.label,
+                                newlines if fmt == "text" else None,
+                                nbytes,
+                                now - started,
+                            )
+                        )
+            if pending:
+                data = b"".join(pending)
+                inp.write(data)
+                nbytes += pending_size
+        rows = tgt_cur.rowcount
         return rows, nbytes
 
     # -- helpers ------------------------------------------------------------------------------

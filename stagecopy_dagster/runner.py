@@ -67,7 +67,12 @@ def replicate(
         with source.connect() as src, target.connect() as tgt:
             with SourceSnapshot.begin(src) as snap:
                 result = TableCopier(
-                    table, snap, tgt, options=target.copy_options(), progress=progress
+                    table,
+                    snap,
+                    tgt,
+                    options=target.copy_options(),
+                    progress=progress,
+                    connectors=(source.connect, target.connect),
                 ).run()
                 report = None
                 if verify:

@@ -305,6 +305,16 @@ def create_staging(
     ).format(staging.identifier, column_list(columns), target.identifier)
 
 
+def create_staging_table(staging: QualifiedName, columns: Sequence[Column]) -> sql.Composed:
+    """An UNLOGGED, index-free staging table declared from column types (parallel loads)."""
+    return sql.SQL("CREATE UNLOGGED TABLE {} ({}) WITH (autovacuum_enabled = false)").format(
+        staging.identifier,
+        sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(c.name), type_sql(c.type)) for c in columns
+        ),
+    )
+
+
 def drop_table(table: QualifiedName) -> sql.Composed:
     """`DROP TABLE IF EXISTS table`."""
     return sql.SQL("DROP TABLE IF EXISTS {}").format(table.identifier)
@@ -380,7 +390,7 @@ def merge(
     )
     if delete_missing:
         condition = (
-            sql.SQL(" AND {}").format(sql.SQL(delete_scope.qualified("t")))
+            sql.SQL(" AND {}").format(sql.SQL(delete_scope.qualified("t")))  # pyright: ignore[reportArgumentType]  # noqa: E501 (re-printed parse tree)
             if delete_scope is not None
             else sql.SQL("")
         )
