@@ -458,7 +458,8 @@ def test_unreachable_database_fails_fast(any_pg: PgPair) -> None:
         runner.replicate(spec, PostgresResource(url=dead), PostgresResource(url=any_pg.target_url))
     elapsed = time.monotonic() - started
     message = str(caught.value)
-    assert message.startswith(f"public.items: cannot connect to stagecopy_reader@127.0.0.1:{port}/nowhere")
+    prefix = f"public.items: cannot connect to stagecopy_reader@127.0.0.1:{port}/nowhere"
+    assert message.startswith(prefix)
     assert "Connection refused" in message and "pw-unused" not in message
     # A refused connection may be a restart: it is retried (3 attempts, backoff 0.5-1 s, 1-2 s).
     assert is_transient(caught.value)
@@ -483,7 +484,8 @@ def test_silent_server_fails_after_connect_timeout(any_pg: PgPair) -> None:
             )
         elapsed = time.monotonic() - started
     assert 1.5 <= elapsed < 6, elapsed
-    assert str(caught.value).startswith(f"public.items: cannot connect to stagecopy_reader@127.0.0.1:{port}")
+    prefix = f"public.items: cannot connect to stagecopy_reader@127.0.0.1:{port}"
+    assert str(caught.value).startswith(prefix)
     assert "timeout" in str(caught.value)
 
 
