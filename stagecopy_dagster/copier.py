@@ -256,17 +256,20 @@ class TableCopier:
         watermark = self._watermark()
         fmt = self._format(plan, columns)
         staged = self._parallel_stage(plan, columns, fmt, watermark)
-        if self._copies_direct(created):
+        # Nothing to match against in an empty target: MERGE would be wasted work.
+        empty = created or bool(self._scalar(st.is_empty(self.target_name, None)))
+        if empty or self.table.mode in (Mode.REPLACE, Mode.APPEND):
             counts = self._copy_direct(plan, columns, fmt, watermark, staged)
             path = "direct"
         else:
             counts = self._copy_staged(plan, columns, fmt, watermark, version, staged)
             path = "staged"
-        with self._step("count"):
-            # A dry run never created the table it would count.
-            target_rows = (
-                0 if self.dry_run and created else self._scalar(st.count_rows(self.target_name))
-            )
+        only_copied_rows = empty or (self.table.mode is Mode.REPLACE and self.table.where is None)
+        if only_copied_rows:  # the table holds exactly what this run copied: no need to count
+            target_rows = counts[1]
+        else:
+            with self._step("count"):
+                target_rows = self._scalar(st.count_rows(self.target_name))
         return plan, created, added, columns, fmt, path, counts, target_rows, watermark
 
     # -- source -----------------------------------------------------------------------------
@@ -336,7 +339,8 @@ class TableCopier:
             oid = _oid_or_none(self.target, self.target_name)
             if oid is None:
                 self._create_target(plan)
-                self._check_scope_on_target([c.name for c in plan.columns])
+                if not self.dry_run:  # a dry run did not create the table to plan against
+                    self._check_scope_on_target([c.name for c in plan.columns])
                 return True, (), list(plan.columns)
             self._exec(st.lock_table(self.target_name))
             existing = {c.name: c for c in catalog.columns(self.target, oid)}
@@ -423,15 +427,6 @@ class TableCopier:
             for c in columns
         )
         return "binary" if same else "text"
-
-    def _copies_direct(self, created: bool) -> bool:
-        mode = self.table.mode
-        if mode in (Mode.REPLACE, Mode.APPEND):
-            return True
-        if created:
-            return True
-        # Nothing to match against: MERGE would be wasted work.
-        return bool(self._scalar(st.is_empty(self.target_name, None)))
 
     # -- the two paths ------------------------------------------------------------------------
 
