@@ -19,9 +19,7 @@ Tests that use any of them are marked ``integration`` automatically.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,24 +42,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _DB_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
-
-
-def _make_traversable(path: Path, basetemp: Path) -> None:
-    """Add search permission from ``path`` up to pytest's own temp dirs.
-
-    pytest keeps ``/tmp/pytest-of-<user>`` at mode 0700; when tests run as root the servers run
-    as another OS user that must pass through it. Directories above pytest's are left alone
-    (``LocalCluster`` says clearly if one of them is in the way).
-    """
-    directories = [path, *(p for p in path.parents if p.is_relative_to(basetemp))]
-    for parent in basetemp.parents:
-        if not parent.name.startswith(("pytest-", "popen-")):
-            break
-        directories.append(parent)
-    for directory in directories:
-        info = directory.stat()
-        if info.st_uid == os.geteuid():
-            directory.chmod(stat.S_IMODE(info.st_mode) | 0o755)
 
 
 def _stop_and_clean(cluster: LocalCluster, keep_log_in: Path) -> None:
@@ -103,10 +83,16 @@ def pg_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
 
 
 @pytest.fixture
-def cluster_tmp_path(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``tmp_path``, reachable by the OS user a test's own ``LocalCluster`` runs as."""
-    _make_traversable(tmp_path, tmp_path_factory.getbasetemp())
-    return tmp_path
+def cluster_tmp_path() -> Iterator[Path]:
+    """A fresh directory the OS user of a test's own ``LocalCluster`` can reach.
+
+    Outside pytest's basetemp: under xdist its parents are private to root, and concurrent
+    pytest sessions prune old basetemps (with any cluster still running in them).
+    """
+    path = Path(tempfile.mkdtemp(prefix="stagecopy-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
