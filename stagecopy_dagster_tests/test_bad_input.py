@@ -36,7 +36,8 @@ from stagecopy_dagster.errors import (
     is_transient,
 )
 from stagecopy_dagster.resources import PostgresResource
-from stagecopy_dagster.spec import TableSpec, load_spec
+from stagecopy_dagster.spec import load_spec
+from stagecopy_dagster_tests.copyhelpers import staging_leftovers, table_spec
 from stagecopy_dagster_tests.pg import PgPair, PgPairFactory
 
 WEIRD = 'we"ird. name; DROP TABLE x'
@@ -75,18 +76,6 @@ _TARGET_TABLES = (
     "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
     "AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 1"
 )
-
-
-def table_spec(entry: dict[str, Any]) -> TableSpec:
-    return load_spec({"tables": [entry]}).tables[0]
-
-
-def staging_leftovers(pg: PgPair) -> list[tuple[Any, ...]]:
-    """Every `_stagecopy_*` relation in the target database (read as superuser)."""
-    return pg.target_rows(
-        "SELECT relnamespace::regnamespace::text, relname FROM pg_class "
-        "WHERE relname LIKE '\\_stagecopy\\_%'"
-    )
 
 
 def target_state(pg: PgPair) -> dict[str, Any]:

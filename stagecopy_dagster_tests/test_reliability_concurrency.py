@@ -25,7 +25,7 @@ import pytest
 from stagecopy_dagster import build_definitions, catalog, runner
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.runner import Replication
-from stagecopy_dagster.spec import TableSpec, load_spec
+from stagecopy_dagster_tests.copyhelpers import staging_leftovers, table_spec
 from stagecopy_dagster_tests.pg import PgPair
 
 #: How many stagecopy sessions are open, per database, and how many wait on a lock.
@@ -33,10 +33,6 @@ _SESSIONS = (
     "SELECT datname, count(*), count(*) FILTER (WHERE wait_event = 'advisory') "
     "FROM pg_stat_activity WHERE application_name = 'stagecopy' GROUP BY datname"
 )
-
-
-def table_spec(entry: dict[str, Any]) -> TableSpec:
-    return load_spec({"tables": [entry]}).tables[0]
 
 
 def fingerprint(url: str, relation: str) -> tuple[Any, ...]:
@@ -54,14 +50,6 @@ def fingerprint(url: str, relation: str) -> tuple[Any, ...]:
 def same_rows(pg: PgPair, source: str, target: str | None = None) -> bool:
     return fingerprint(pg.source_admin_url, source) == fingerprint(
         pg.target_admin_url, target or source
-    )
-
-
-def staging_leftovers(pg: PgPair) -> list[tuple[Any, ...]]:
-    """Every `_stagecopy_*` relation in the target database (read as superuser)."""
-    return pg.target_rows(
-        "SELECT relnamespace::regnamespace::text, relname FROM pg_class "
-        "WHERE relname LIKE '\\_stagecopy\\_%'"
     )
 
 

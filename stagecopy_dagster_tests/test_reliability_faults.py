@@ -39,7 +39,7 @@ from stagecopy_dagster.errors import (
 )
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.retry import call_with_retries
-from stagecopy_dagster.spec import TableSpec, load_spec
+from stagecopy_dagster_tests.copyhelpers import staging_leftovers, table_spec
 from stagecopy_dagster_tests.pg import PgPair, PgPairFactory
 
 BIG_ROWS = 300_000
@@ -70,18 +70,6 @@ _STAGECOPY_BACKENDS = (
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def table_spec(entry: dict[str, Any]) -> TableSpec:
-    return load_spec({"tables": [entry]}).tables[0]
-
-
-def staging_leftovers(pg: PgPair) -> list[tuple[Any, ...]]:
-    """Every `_stagecopy_*` relation in the target database (read as superuser)."""
-    return pg.target_rows(
-        "SELECT relnamespace::regnamespace::text, relname FROM pg_class "
-        "WHERE relname LIKE '\\_stagecopy\\_%'"
-    )
 
 
 def big_table(name: str, *, stale: bool) -> list[str]:

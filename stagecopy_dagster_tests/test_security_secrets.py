@@ -23,16 +23,12 @@ from stagecopy_dagster import build_definitions, runner
 from stagecopy_dagster.copier import SourceSnapshot
 from stagecopy_dagster.errors import ConnectError
 from stagecopy_dagster.resources import PostgresResource
-from stagecopy_dagster.spec import TableSpec, load_spec
+from stagecopy_dagster_tests.copyhelpers import table_spec
 from stagecopy_dagster_tests.pg import PgPair
 
 PASSWORD = "S3cr3t-pw-XYZ"
 READER = "sc_secret_reader"
 WRITER = "sc_secret_writer"
-
-
-def table_spec(entry: dict[str, Any]) -> TableSpec:
-    return load_spec({"tables": [entry]}).tables[0]
 
 
 # --- the source is read-only ---------------------------------------------------------------------
