@@ -25,6 +25,7 @@ from stagecopy_dagster import statements as st
 from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.spec import Mode, TableSpec
 from stagecopy_dagster.sqlguard import CheckedSql
+from stagecopy_dagster.statements import Column
 
 #: How many sample keys a report keeps per kind of difference.
 SAMPLE_SIZE = 5
@@ -79,14 +80,26 @@ class IntegrityReport:
         )
 
 
+#: `hash_record_extended` arrived in PostgreSQL 14.
+_RECORD_HASH_VERSION = 140000
+
+
+def portable_columns(columns: Sequence[Column], *versions: int) -> list[str]:
+    """Columns the check may hash in binary: portable types, every server PostgreSQL 14+."""
+    if any(v < _RECORD_HASH_VERSION for v in versions):
+        return []
+    return [c.name for c in columns if st.has_portable_hash(c.type)]
+
+
 def _digests(
     conn: psycopg.Connection,
     relation: QualifiedName | CheckedSql,
     columns: Sequence[str],
     key: Sequence[str],
     where: CheckedSql | None,
+    hashable: Sequence[str],
 ) -> dict[int, tuple[int, Any]]:
-    rows = conn.execute(st.bucket_digests(relation, columns, key, where)).fetchall()
+    rows = conn.execute(st.bucket_digests(relation, columns, key, where, hashable)).fetchall()
     return {int(b): (int(n), s) for b, n, s in rows}
 
 
@@ -97,8 +110,9 @@ def _rows(
     key: Sequence[str],
     where: CheckedSql | None,
     buckets: list[int],
+    hashable: Sequence[str],
 ) -> list[tuple[str, int]]:
-    return conn.execute(st.row_digests(relation, columns, key, where, buckets)).fetchall()
+    return conn.execute(st.row_digests(relation, columns, key, where, buckets, hashable)).fetchall()
 
 
 def _by_key(rows: list[tuple[str, int]]) -> tuple[dict[str, int], list[str]]:
@@ -122,10 +136,13 @@ def compare(
     columns: Sequence[str],
     key: Sequence[str],
     same_snapshot: bool,
+    hashable: Sequence[str] = (),
 ) -> IntegrityReport:
     """Compare source and target scopes; both connections must be inside a transaction.
 
     `key` may be empty (tables without a key): rows are then compared as a multiset.
+    `hashable` names the columns whose types hash portably (binary fingerprints, faster than
+    text; both servers must be PostgreSQL 14+); see :func:`portable_columns`.
     """
     started = time.perf_counter()
     keyed = bool(key)
@@ -133,8 +150,8 @@ def compare(
     where = table.where
     target_rel = table.target_table
     with ThreadPoolExecutor(max_workers=2) as pool:
-        src_f = pool.submit(_digests, source, source_relation, columns, bucket_key, where)
-        tgt_f = pool.submit(_digests, target, target_rel, columns, bucket_key, where)
+        src_f = pool.submit(_digests, source, source_relation, columns, bucket_key, where, hashable)
+        tgt_f = pool.submit(_digests, target, target_rel, columns, bucket_key, where, hashable)
         src_d, tgt_d = src_f.result(), tgt_f.result()
         source_rows = sum(n for n, _ in src_d.values())
         target_rows = sum(n for n, _ in tgt_d.values())
@@ -148,8 +165,12 @@ def compare(
 
         for i in range(0, len(differing), _BUCKET_BATCH):
             batch = differing[i : i + _BUCKET_BATCH]
-            s_f = pool.submit(_rows, source, source_relation, columns, bucket_key, where, batch)
-            t_f = pool.submit(_rows, target, target_rel, columns, bucket_key, where, batch)
+            s_f = pool.submit(
+                _rows, source, source_relation, columns, bucket_key, where, batch, hashable
+            )
+            t_f = pool.submit(
+                _rows, target, target_rel, columns, bucket_key, where, batch, hashable
+            )
             s_rows, t_rows = s_f.result(), t_f.result()
             if keyed:
                 s_map, s_repeats = _by_key(s_rows)

@@ -28,7 +28,7 @@ from stagecopy_dagster.errors import (
     StagecopyError,
     wrap_db_error,
 )
-from stagecopy_dagster.integrity import IntegrityReport, compare
+from stagecopy_dagster.integrity import IntegrityReport, compare, portable_columns
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.retry import call_with_retries
 from stagecopy_dagster.spec import TableSpec
@@ -114,6 +114,7 @@ def _compare_after_copy(
                 columns=[c.name for c in result.columns],
                 key=result.key,
                 same_snapshot=True,
+                hashable=portable_columns(result.columns, snap.version, result.server_version),
             )
         finally:
             tgt.rollback()
@@ -143,11 +144,12 @@ def verify(
                             table=table.label,
                         )
                     target_cols = {c.name: c for c in catalog.columns(tgt, oid)}
-                    columns = [
-                        c.name
+                    compared = [
+                        c
                         for c in plan.columns
                         if c.name in target_cols and not target_cols[c.name].generated
                     ]
+                    columns = [c.name for c in compared]
                     return compare(
                         table,
                         source=snap.conn,
@@ -156,6 +158,9 @@ def verify(
                         columns=columns,
                         key=plan.key,
                         same_snapshot=False,
+                        hashable=portable_columns(
+                            compared, snap.version, catalog.server_version(tgt)
+                        ),
                     )
                 except psycopg.Error as exc:
                     raise wrap_db_error(exc, table=table.label, step="integrity check") from exc

@@ -328,3 +328,30 @@ def test_set_session_sets_every_shared_setting() -> None:
         "SET \"bytea_output\" = 'hex'; SET \"client_encoding\" = 'UTF8'"
     )
     assert text(st.set_session({"work_mem": "64MB"})) == "SET \"work_mem\" = '64MB'"
+
+
+@pytest.mark.parametrize(
+    ("type_name", "portable"),
+    [
+        ("integer", True),
+        ("numeric(12,2)", True),
+        ("character varying(20)", True),
+        ("timestamp(3) with time zone", True),
+        ("jsonb", True),
+        ("json", False),  # no hash function
+        ('"Mood"', False),  # an enum hashes its label's OID, which differs between databases
+        ("integer[]", False),
+        ("point", False),
+    ],
+)
+def test_portable_hash_types(type_name: str, portable: bool) -> None:
+    assert st.has_portable_hash(type_name) is portable
+
+
+def test_bucket_digests_hash_portable_columns_in_binary_and_the_rest_as_text() -> None:
+    stmt = st.bucket_digests(QualifiedName("s", "t"), ["id", "m"], ["id"], None, hashable={"id"})
+    assert stmt.as_string(None) == (
+        'SELECT (hash_record_extended(ROW("id"), 0) & 1023)::int, count(*), '
+        'sum(hash_record_extended(ROW("id"), 1) # hashtextextended(ROW("m")::text, 1)) '
+        'FROM "s"."t" GROUP BY 1'
+    )
