@@ -114,6 +114,9 @@ VOLATILE_FUNCTIONS = sql.SQL(
     "AND (%s::text IS NULL OR n.nspname = %s)"
 )
 
+#: The planner's row estimate of a table (no scan), from its quoted name.
+ESTIMATED_ROWS = sql.SQL("SELECT reltuples FROM pg_catalog.pg_class WHERE oid = %s::regclass")
+
 SCHEMA_EXISTS = sql.SQL("SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %s")
 
 SERVER_VERSION = sql.SQL("SELECT current_setting('server_version_num')::int")
@@ -518,7 +521,12 @@ def bucket_digests(
     rows give equal hashes; a bucket whose (count, sum) differ holds a difference. Columns in
     `hashable` (see :func:`has_portable_hash`) are hashed in binary, the rest as text.
     """
-    return sql.SQL("SELECT {bucket}, count(*), sum({row}) FROM {rel}{where} GROUP BY 1").format(
+    # The sub-select (OFFSET 0 keeps it from being flattened) hands the aggregate 12-byte
+    # (bucket, hash) pairs instead of whole rows, which otherwise spill to temp files.
+    return sql.SQL(
+        "SELECT b, count(*), sum(h) FROM (SELECT {bucket} AS b, {row} AS h FROM {rel}{where} "
+        "OFFSET 0) AS d GROUP BY 1"
+    ).format(
         bucket=_bucket_of(key, hashable),
         row=_row_hash(columns, hashable, 1),
         rel=source_relation(relation),

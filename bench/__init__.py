@@ -1,0 +1,1 @@
+"""The stagecopy benchmark: `python -m bench` (see bench/README.md)."""

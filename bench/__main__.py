@@ -1,0 +1,200 @@
+"""`python -m bench`: run the stagecopy benchmark and print the table (see bench/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench import competitors as comp
+from bench import dataset as ds
+from bench.clusters import running_clusters, server_settings
+from bench.report import (
+    RSS_GROWTH_TARGET,
+    RSS_TARGET_MB,
+    Sample,
+    render,
+    summarize,
+    write_json,
+)
+from bench.run import REPO, BenchFailure, Runner, log
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows in the source table")
+    p.add_argument("--runs", type=int, default=5, help="rounds; the table shows medians")
+    p.add_argument("--pg", type=int, choices=(18, 15), default=18, help="PostgreSQL version")
+    p.add_argument("--quick", action="store_true", help="100k rows, 3 runs (CI smoke)")
+    p.add_argument(
+        "--memory", action="store_true", help="also measure peak RSS on 5x --rows (slow)"
+    )
+    p.add_argument(
+        "--competitors",
+        action="store_true",
+        help="also time sling, dlt and connectorx once each, where installed (adds minutes)",
+    )
+    p.add_argument(
+        "--competitor-python",
+        default=sys.executable,
+        help="interpreter that has dlt / connectorx / sling-linux-amd64 (default: this one)",
+    )
+    p.add_argument(
+        "--write-block",
+        type=int,
+        help="CopyOptions.write_block for the copier, in bytes (default: the copier's own)",
+    )
+    p.add_argument("--workdir", type=Path, help="where the clusters live (default: a temp dir)")
+    p.add_argument("--keep", action="store_true", help="keep the clusters' data directory")
+    p.add_argument(
+        "--json",
+        type=Path,
+        help="where to write the record (default: bench/results/<date>.json)",
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rows, args.runs = 100_000, 3
+    if args.rows < 1000 or args.runs < 1:
+        p.error("--rows must be at least 1000 and --runs at least 1")
+    return args
+
+
+def _memory_lines(
+    a_samples: list[Sample], one_shot: dict[str, Any] | None, big: dict[str, Any] | None, rows: int
+) -> list[dict[str, Any]]:
+    """The (f) lines: peak RSS of the copier process at --rows and, with --memory, at 5x."""
+    lines = []
+    if one_shot is not None:
+        base, imports = one_shot["vmhwm_kb"] / 1024, one_shot["baseline_rss_kb"] / 1024
+    else:
+        base = statistics.median(s.maxrss_kb or 0 for s in a_samples) / 1024
+        imports = statistics.median(s.detail["baseline_rss_kb"] for s in a_samples) / 1024
+    lines.append(
+        {
+            "label": f"(f) peak RSS, {rows:,} rows ({imports:.0f} MB imports)",
+            "maxrss_mb": base,
+            "baseline_mb": imports,
+            "target_text": f"<{RSS_TARGET_MB:g}MB",
+            "verdict": "PASS" if base < RSS_TARGET_MB else "MISS",
+        }
+    )
+    if big is not None:
+        mb = big["vmhwm_kb"] / 1024
+        growth = mb / base
+        ok = mb < RSS_TARGET_MB and growth <= RSS_GROWTH_TARGET
+        lines.append(
+            {
+                "label": f"(f) peak RSS, {5 * rows:,} rows "
+                f"({big['baseline_rss_kb'] / 1024:.0f} MB imports)",
+                "maxrss_mb": mb,
+                "baseline_mb": big["baseline_rss_kb"] / 1024,
+                "ratio": growth,
+                "ratio_text": f"{growth:.2f} x 1x",
+                "target_text": f"<={RSS_GROWTH_TARGET:g}",
+                "verdict": "PASS" if ok else "MISS",
+                "seconds": big["seconds"],
+            }
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    if load_before[0] > 1.5:
+        log(f"warning: the machine is busy (load average {load_before[0]:.1f}): slower numbers")
+    record: dict[str, Any] = {
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "rows": args.rows,
+        "runs": args.runs,
+        "write_block": args.write_block,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_before": load_before,
+        },
+    }
+    rounds: list[dict[str, float]] = []
+    one_shot = big = None
+    try:
+        with running_clusters(args.pg, args.workdir, keep=args.keep) as cl:
+            log(f"PostgreSQL {cl.install.version} source and target clusters up")
+            record["settings"] = server_settings(cl.target)
+            runner = Runner(cl, args.rows, write_block=args.write_block)
+            try:
+                runner.setup_source()
+                for run in range(args.runs):
+                    load = os.getloadavg()[0]
+                    log(f"round {run + 1}/{args.runs} (load average {load:.1f})")
+                    round_started = time.perf_counter()
+                    runner.round(run)
+                    rounds.append(
+                        {"load_average": load, "seconds": time.perf_counter() - round_started}
+                    )
+                runner.check_source_digest()
+                if args.memory:
+                    log("memory: fresh copier processes, 1x and 5x rows")
+                    one_shot = runner.memory_run(args.rows)
+                    big = runner.memory_run(5 * args.rows)
+            finally:
+                runner.close()
+            outcomes: list[comp.Outcome] = []
+            if args.competitors:
+                log("other tools")
+                outcomes = comp.run_all(cl, ds.SOURCE_TABLE, args.competitor_python, timeout=600)
+                outcomes = [
+                    replace(o, note=f"WRONG ROW COUNT: {o.rows} != {args.rows}")
+                    if o.rows is not None and o.rows != args.rows
+                    else o
+                    for o in outcomes
+                ]
+                for o in outcomes:
+                    log(f"  {o.name}: {o.seconds} s, {o.rows} rows {o.note}")
+    except BenchFailure as exc:
+        log(f"BENCHMARK FAILED: {exc}")
+        return 2
+    summaries = summarize(runner.samples)
+    fpk = next((s.median_seconds for s in summaries if s.key == "Fpk"), None)
+    memory = _memory_lines([s for s in runner.samples if s.key == "a"], one_shot, big, args.rows)
+    table = render(summaries, memory, outcomes, fpk)
+    elapsed = time.perf_counter() - started
+    record["machine"]["load_average_after"] = os.getloadavg()
+    record.update(
+        seconds=elapsed,
+        rounds=rounds,
+        summaries=summaries,
+        memory=memory,
+        competitors=outcomes,
+        samples=runner.samples,
+        table=table.splitlines(),
+    )
+    out = args.json or REPO / "bench" / "results" / f"{datetime.now():%Y-%m-%dT%H%M%S}.json"
+    write_json(out, record)
+    print()
+    print(
+        f"stagecopy benchmark: {args.rows:,} rows, {args.runs} runs, PostgreSQL {args.pg}, "
+        + (f"write_block {args.write_block}, " if args.write_block else "")
+        + f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after; {elapsed / 60:.1f} min"
+    )
+    print(table)
+    print(f"\nrecord: {out}")
+    misses = [s.key for s in summaries if s.verdict == "MISS"] + [
+        m["label"] for m in memory if m["verdict"] == "MISS"
+    ]
+    if misses:
+        print(f"targets missed: {', '.join(misses)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

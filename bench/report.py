@@ -1,0 +1,180 @@
+"""Turning samples into the published table and the JSON record."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.competitors import Outcome
+
+
+@dataclass(frozen=True)
+class Line:
+    """One row of the table: a path, and the reference and target of its ratio."""
+
+    key: str
+    label: str
+    versus: str | None = None
+    """The key of the line it is divided by, run by run (paired)."""
+    target: float | None = None
+    """The ratio must be at most this (PASS/MISS)."""
+
+
+LINES = (
+    Line("F2", "F2 floor: psql|psql binary, UNLOGGED no index"),
+    Line("Fpk", "Fpk floor: psql|psql binary, table with PK"),
+    Line("a", "(a) initial load, merge, empty target", "Fpk", 1.15),
+    Line("b", "(b) full re-copy, 1% changed, merge", "F2", 2.0),
+    Line("c", "(c) incremental updated_at, 1% changed", "a", 0.15),
+    Line("d_merge", "(d') merge, 1% deleted at source"),
+    Line("d", "(d) sync, 1% deleted at source", "d_merge", 1.2),
+    Line("e", "(e) integrity check (compare), all rows", "a", 0.5),
+    Line("g", "(g) initial load, parallel: 2 (two COPY streams)", "a"),
+)
+
+RSS_TARGET_MB = 80.0
+RSS_GROWTH_TARGET = 1.10
+
+
+@dataclass
+class Sample:
+    """One timed run of one path."""
+
+    key: str
+    run: int
+    seconds: float
+    rows: int
+    maxrss_kb: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    """One line of the table, computed."""
+
+    key: str
+    label: str
+    runs: int
+    median_seconds: float
+    rows: int
+    rows_per_second: float
+    ratio: float | None
+    versus: str | None
+    target: float | None
+    verdict: str
+    maxrss_mb: float | None
+    cpu_seconds: float | None
+    """Median CPU seconds of the client side: the copier process, or both psql."""
+    seconds: list[float]
+    ratios: list[float]
+
+
+def summarize(samples: list[Sample]) -> list[Summary]:
+    """Medians per path; ratios as the median of per-run ratios against the paired line."""
+    by_key: dict[str, dict[int, Sample]] = {}
+    for s in samples:
+        by_key.setdefault(s.key, {})[s.run] = s
+    out: list[Summary] = []
+    for line in LINES:
+        runs = by_key.get(line.key)
+        if not runs:
+            continue
+        seconds = [s.seconds for s in runs.values()]
+        median = statistics.median(seconds)
+        rows = int(statistics.median([s.rows for s in runs.values()]))
+        ratios: list[float] = []
+        if line.versus is not None:
+            ref = by_key.get(line.versus, {})
+            ratios = [s.seconds / ref[r].seconds for r, s in runs.items() if r in ref]
+        ratio = statistics.median(ratios) if ratios else None
+        verdict = ""
+        if line.target is not None and ratio is not None:
+            verdict = "PASS" if ratio <= line.target else "MISS"
+        rss = [s.maxrss_kb for s in runs.values() if s.maxrss_kb]
+        cpu = [s.detail["cpu_seconds"] for s in runs.values() if "cpu_seconds" in s.detail]
+        out.append(
+            Summary(
+                key=line.key,
+                label=line.label,
+                runs=len(runs),
+                median_seconds=median,
+                rows=rows,
+                rows_per_second=rows / median if median > 0 else 0.0,
+                ratio=ratio,
+                versus=line.versus,
+                target=line.target,
+                verdict=verdict,
+                maxrss_mb=max(rss) / 1024 if rss else None,
+                cpu_seconds=statistics.median(cpu) if cpu else None,
+                seconds=seconds,
+                ratios=ratios,
+            )
+        )
+    return out
+
+
+def _fmt_rate(rows_per_second: float) -> str:
+    if rows_per_second >= 1e6:
+        return f"{rows_per_second / 1e6:.2f}M"
+    if rows_per_second >= 1e3:
+        return f"{rows_per_second / 1e3:.0f}k"
+    return f"{rows_per_second:.0f}"
+
+
+def render(
+    summaries: list[Summary],
+    memory: list[dict[str, Any]],
+    competitors: list[Outcome],
+    floor_fpk: float | None,
+) -> str:
+    """The plain-text table."""
+    cols = (
+        f"{'path':<46} {'median s':>8} {'rows/s':>7} {'x ref (paired)':>16} {'target':>7} "
+        f"{'':>4} {'peak RSS':>8} {'cli CPU s':>9}"
+    )
+    lines = [cols, "-" * len(cols)]
+    for s in summaries:
+        ratio = f"{s.ratio:.3f} x {s.versus}" if s.ratio is not None else ""
+        target = f"<={s.target:g}" if s.target is not None else ""
+        rss = f"{s.maxrss_mb:.0f} MB" if s.maxrss_mb is not None else ""
+        cpu = f"{s.cpu_seconds:.1f}" if s.cpu_seconds is not None else ""
+        lines.append(
+            f"{s.label:<46} {s.median_seconds:>8.2f} {_fmt_rate(s.rows_per_second):>7} "
+            f"{ratio:>16} {target:>7} {s.verdict:>4} {rss:>8} {cpu:>9}"
+        )
+    for m in memory:
+        rss = f"{m['maxrss_mb']:.0f} MB"
+        lines.append(
+            f"{m['label']:<46} {'':>8} {'':>7} {m.get('ratio_text', ''):>16} "
+            f"{m['target_text']:>7} {m['verdict']:>4} {rss:>8}"
+        )
+    if competitors:
+        lines.append("")
+        lines.append("other tools (one run each after the rounds, row count checked):")
+        for c in competitors:
+            if c.seconds is None:
+                lines.append(f"  {c.name:<11} {c.what:<44} {c.note}")
+                continue
+            ratio = f"{c.seconds / floor_fpk:.2f} x Fpk" if floor_fpk else ""
+            rate = _fmt_rate((c.rows or 0) / c.seconds) if c.seconds else ""
+            rss = f"{c.maxrss_kb / 1024:.0f} MB" if c.maxrss_kb else ""
+            lines.append(
+                f"  {c.name:<11} {c.what:<44} {c.seconds:>7.2f} s {rate:>6} rows/s "
+                f"{ratio:>11} {rss:>7}  {c.rows} rows {c.note}".rstrip()
+            )
+    return "\n".join(lines)
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write the run's record (settings, every sample, summaries)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def default(o: Any) -> Any:
+        if hasattr(o, "__dataclass_fields__"):
+            return asdict(o)
+        return str(o)
+
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=default) + "\n")
