@@ -56,7 +56,7 @@ class CopyOptions:
 
     lock_timeout: str = "30s"
     """How long to wait for another session's lock on the target before failing."""
-    merge_work_mem: str = "256MB"
+    merge_work_mem: str = "1GB"
     """`work_mem` for the MERGE, so its hash join stays in memory."""
     progress_interval: float = 5.0
     """Seconds between progress reports while rows stream."""

@@ -64,7 +64,11 @@ class PostgresResource(dg.ConfigurableResource):
     statement_timeout: str = Field(
         default="0", description="Abort any statement running longer than this (0 = never)."
     )
-    merge_work_mem: str = Field(default="256MB", description="work_mem for the MERGE step.")
+    merge_work_mem: str = Field(
+        default="1GB",
+        description="work_mem (SET LOCAL) for the MERGE only, so its hash join of staged and "
+        "target rows stays in memory; lower it on a memory-tight server.",
+    )
     retries: int = Field(
         default=3, description="Attempts for transient failures (connection lost, deadlock)."
     )
