@@ -6,8 +6,6 @@ open connection and returns plain values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import psycopg
 from psycopg import sql
 
@@ -41,12 +39,6 @@ def columns(conn: psycopg.Connection, oid: int) -> list[Column]:
 def primary_key(conn: psycopg.Connection, oid: int) -> tuple[str, ...]:
     """The primary key's columns in key order (empty when there is none)."""
     return tuple(r[0] for r in conn.execute(st.PRIMARY_KEY, (oid,)).fetchall())
-
-
-def has_unique_index(conn: psycopg.Connection, oid: int, key: Sequence[str]) -> bool:
-    """Whether a unique index covers exactly `key` (so the database rejects duplicates)."""
-    wanted = sorted(key)
-    return any(sorted(r[0]) == wanted for r in conn.execute(st.UNIQUE_INDEXES, (oid,)).fetchall())
 
 
 def query_columns(conn: psycopg.Connection, query: CheckedSql) -> list[Column]:

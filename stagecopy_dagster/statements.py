@@ -92,14 +92,6 @@ PRIMARY_KEY = sql.SQL(
     "WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.ord"
 )
 
-#: Unique, non-partial indexes, each as an array of column names.
-UNIQUE_INDEXES = sql.SQL(
-    "SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_catalog.pg_index i "
-    "CROSS JOIN LATERAL unnest(i.indkey) AS k(attnum) "
-    "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-    "WHERE i.indrelid = %s AND i.indisunique AND i.indpred IS NULL GROUP BY i.indexrelid"
-)
-
 FORMAT_TYPE = sql.SQL(
     "SELECT pg_catalog.format_type(%s, %s), "
     "(t.typtype IN ('b', 'e', 'r', 'm') AND (t.oid < 16384 OR t.typtype = 'e')) "
@@ -118,8 +110,6 @@ VOLATILE_FUNCTIONS = sql.SQL(
 ESTIMATED_ROWS = sql.SQL("SELECT reltuples FROM pg_catalog.pg_class WHERE oid = %s::regclass")
 
 SCHEMA_EXISTS = sql.SQL("SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %s")
-
-SERVER_VERSION = sql.SQL("SELECT current_setting('server_version_num')::int")
 
 
 def set_session(settings: dict[str, str] | None = None) -> sql.Composed:
