@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 
 from stagecopy_dagster import build_definitions
+from stagecopy_dagster_tests.dghelpers import materialize as run
 from stagecopy_dagster_tests.pg import PgPair, PgPairFactory
 
 pytestmark = pytest.mark.integration
@@ -44,17 +45,6 @@ def build(pg: PgPair, name: str, mode: str, **extra: Any) -> dg.Definitions:
     return build_definitions(
         {"tables": [entry]}, source_url=pg.source_url, target_url=pg.target_url
     )
-
-
-def assets_of(defs: dg.Definitions) -> list[dg.AssetsDefinition]:
-    """The spec's assets (stagecopy makes only `AssetsDefinition`s)."""
-    assets = list(defs.assets or [])
-    assert all(isinstance(a, dg.AssetsDefinition) for a in assets)
-    return [a for a in assets if isinstance(a, dg.AssetsDefinition)]
-
-
-def run(defs: dg.Definitions, **kwargs: Any) -> dg.ExecuteInProcessResult:
-    return dg.materialize(assets_of(defs), resources=defs.resources, **kwargs)
 
 
 def check_alone(defs: dg.Definitions) -> tuple[dg.AssetCheckEvaluation, dict[str, Any]]:
@@ -174,7 +164,6 @@ DUPLICATE_KEYS_BUG = (
 )
 
 
-
 def test_sync_fails_when_the_target_holds_a_row_twice(pair: PgPair) -> None:
     name = "dup_sync"
     make_table(pair, name)
@@ -188,7 +177,6 @@ def test_sync_fails_when_the_target_holds_a_row_twice(pair: PgPair) -> None:
     assert counts(meta) == (0, 1, 0)
     assert meta["sample_extra_keys"] == "(2)"
     assert not evaluation.passed
-
 
 
 def test_append_twice_reports_the_duplicates_as_extra_rows(pair: PgPair) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from stagecopy_dagster import build_definitions
 from stagecopy_dagster.embedded import available_installs
+from stagecopy_dagster_tests.dghelpers import assets_of, materialize
 from stagecopy_dagster_tests.pg import PgPair, PgPairFactory
 
 pytestmark = pytest.mark.integration
@@ -63,17 +64,6 @@ def build(pg: PgPair, entry: dict[str, Any]) -> dg.Definitions:
     return build_definitions(
         {"tables": [entry]}, source_url=pg.source_url, target_url=pg.target_url
     )
-
-
-def assets_of(defs: dg.Definitions) -> list[dg.AssetsDefinition]:
-    """The spec's assets (stagecopy makes only `AssetsDefinition`s)."""
-    assets = list(defs.assets or [])
-    assert all(isinstance(a, dg.AssetsDefinition) for a in assets)
-    return [a for a in assets if isinstance(a, dg.AssetsDefinition)]
-
-
-def materialize(defs: dg.Definitions, **kwargs: Any) -> dg.ExecuteInProcessResult:
-    return dg.materialize(assets_of(defs), resources=defs.resources, **kwargs)
 
 
 def only_materialization(result: dg.ExecuteInProcessResult) -> dict[str, Any]:

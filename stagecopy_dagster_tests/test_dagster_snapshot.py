@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from stagecopy_dagster import PostgresResource, SourceSnapshot, build_definitions
+from stagecopy_dagster_tests.dghelpers import materialize
 from stagecopy_dagster_tests.pg import PgPair, PgPairFactory
 
 pytestmark = pytest.mark.integration
@@ -84,17 +85,6 @@ def pair(pg18: PgPairFactory) -> Iterator[PgPair]:
         yield pair
     finally:
         pair.drop()
-
-
-def assets_of(defs: dg.Definitions) -> list[dg.AssetsDefinition]:
-    """The spec's assets (stagecopy makes only `AssetsDefinition`s)."""
-    assets = list(defs.assets or [])
-    assert all(isinstance(a, dg.AssetsDefinition) for a in assets)
-    return [a for a in assets if isinstance(a, dg.AssetsDefinition)]
-
-
-def materialize(defs: dg.Definitions, **kwargs: Any) -> dg.ExecuteInProcessResult:
-    return dg.materialize(assets_of(defs), resources=defs.resources, **kwargs)
 
 
 def evaluation_of(result: dg.ExecuteInProcessResult) -> tuple[bool, dict[str, Any]]:
