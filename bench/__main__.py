@@ -8,18 +8,19 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bench import competitors as comp
 from bench import dataset as ds
+from bench.cli_run import CLI_RSS_TARGET_MB, CliRun, measure_cli
 from bench.clusters import running_clusters, server_settings
 from bench.report import (
     RSS_GROWTH_TARGET,
     RSS_TARGET_MB,
     Sample,
+    competitor_lines,
     render,
     summarize,
     write_json,
@@ -39,12 +40,23 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--competitors",
         action="store_true",
-        help="also time sling, dlt and connectorx once each, where installed (adds minutes)",
+        help="also time sling, dlt and connectorx side by side (the `bench` extra; +3 min)",
     )
     p.add_argument(
         "--competitor-python",
         default=sys.executable,
-        help="interpreter that has dlt / connectorx / sling-linux-amd64 (default: this one)",
+        help="interpreter that has the `bench` extra's tools (default: this one)",
+    )
+    p.add_argument(
+        "--competitor-runs",
+        type=int,
+        default=1,
+        help="runs of each other tool; the table shows medians (default 1: fits 10 minutes)",
+    )
+    p.add_argument(
+        "--dlt-defaults",
+        action="store_true",
+        help="with --competitors, also dlt with its default settings (slow: minutes at 1M rows)",
     )
     p.add_argument(
         "--write-block",
@@ -61,15 +73,19 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.rows, args.runs = 100_000, 3
-    if args.rows < 1000 or args.runs < 1:
-        p.error("--rows must be at least 1000 and --runs at least 1")
+    if args.rows < 1000 or args.runs < 1 or args.competitor_runs < 1:
+        p.error("--rows must be at least 1000, --runs and --competitor-runs at least 1")
     return args
 
 
 def _memory_lines(
-    a_samples: list[Sample], one_shot: dict[str, Any] | None, big: dict[str, Any] | None, rows: int
+    a_samples: list[Sample],
+    one_shot: dict[str, Any] | None,
+    big: dict[str, Any] | None,
+    cli: CliRun,
+    rows: int,
 ) -> list[dict[str, Any]]:
-    """The (f) lines: peak RSS of the copier process at --rows and, with --memory, at 5x."""
+    """The (f) lines: peak RSS of the copier process at --rows (and 5x), and of the CLI."""
     lines = []
     if one_shot is not None:
         base, imports = one_shot["vmhwm_kb"] / 1024, one_shot["baseline_rss_kb"] / 1024
@@ -102,6 +118,16 @@ def _memory_lines(
                 "seconds": big["seconds"],
             }
         )
+    cli_mb = cli.maxrss_kb / 1024
+    lines.append(
+        {
+            "label": f"(f) peak RSS, `stagecopy run` CLI, {cli.rows:,} rows",
+            "maxrss_mb": cli_mb,
+            "target_text": f"<{CLI_RSS_TARGET_MB:g}MB",
+            "verdict": "PASS" if cli_mb < CLI_RSS_TARGET_MB else "MISS",
+            "seconds": cli.seconds,
+        }
+    )
     return lines
 
 
@@ -116,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": args.rows,
         "runs": args.runs,
         "write_block": args.write_block,
+        "competitor_python": args.competitor_python if args.competitors else None,
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -141,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                         {"load_average": load, "seconds": time.perf_counter() - round_started}
                     )
                 runner.check_source_digest()
+                log("stagecopy run (the CLI, Dagster in process): peak RSS")
+                cli = measure_cli(runner)
                 if args.memory:
                     log("memory: fresh copier processes, 1x and 5x rows")
                     one_shot = runner.memory_run(args.rows)
@@ -149,23 +178,29 @@ def main(argv: list[str] | None = None) -> int:
                 runner.close()
             outcomes: list[comp.Outcome] = []
             if args.competitors:
-                log("other tools")
-                outcomes = comp.run_all(cl, ds.SOURCE_TABLE, args.competitor_python, timeout=600)
-                outcomes = [
-                    replace(o, note=f"WRONG ROW COUNT: {o.rows} != {args.rows}")
-                    if o.rows is not None and o.rows != args.rows
-                    else o
-                    for o in outcomes
-                ]
-                for o in outcomes:
-                    log(f"  {o.name}: {o.seconds} s, {o.rows} rows {o.note}")
+                log(f"other tools, {args.competitor_runs} run(s) each")
+                setting = comp.Setting(
+                    clusters=cl,
+                    source=ds.SOURCE_TABLE,
+                    python=args.competitor_python,
+                    runs=args.competitor_runs,
+                    timeout=600,
+                    expected=comp.expected_of(cl.source.url, ds.SOURCE_TABLE),
+                )
+                for outcome in comp.run_all(setting, dlt_defaults=args.dlt_defaults):
+                    outcomes.append(outcome)
+                    shown = " ".join(f"{x:.2f}" for x in outcome.seconds) or "-"
+                    rss = f"{(outcome.maxrss_kb or 0) / 1024:.0f} MB"
+                    log(f"  {outcome.key}: {shown} s, {outcome.rows} rows, {rss} {outcome.note}")
     except BenchFailure as exc:
         log(f"BENCHMARK FAILED: {exc}")
         return 2
     summaries = summarize(runner.samples)
-    fpk = next((s.median_seconds for s in summaries if s.key == "Fpk"), None)
-    memory = _memory_lines([s for s in runner.samples if s.key == "a"], one_shot, big, args.rows)
-    table = render(summaries, memory, outcomes, fpk)
+    memory = _memory_lines(
+        [s for s in runner.samples if s.key == "a"], one_shot, big, cli, args.rows
+    )
+    others = competitor_lines(summaries, outcomes)
+    table = render(summaries, memory, others, args.competitor_runs)
     elapsed = time.perf_counter() - started
     record["machine"]["load_average_after"] = os.getloadavg()
     record.update(
@@ -173,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds=rounds,
         summaries=summaries,
         memory=memory,
-        competitors=outcomes,
+        competitors=others,
         samples=runner.samples,
         table=table.splitlines(),
     )
@@ -188,9 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table)
     print(f"\nrecord: {out}")
-    misses = [s.key for s in summaries if s.verdict == "MISS"] + [
-        m["label"] for m in memory if m["verdict"] == "MISS"
-    ]
+    misses = (
+        [s.key for s in summaries if s.verdict == "MISS"]
+        + [m["label"] for m in memory if m["verdict"] == "MISS"]
+        + [c["key"] for c in others if c["verdict"] == "MISS"]
+    )
     if misses:
         print(f"targets missed: {', '.join(misses)}")
     return 0

@@ -1,64 +1,106 @@
-"""Other tools on the same initial load, when they are installed: sling, dlt, connectorx.
+"""Other tools on the same data, side by side with stagecopy: sling, dlt, connectorx.
 
-Each runs once, in a process of its own, into a fresh table of its own schema in the target
-database; its row count is checked. They are context, not targets: their type mappings differ
-(sling and dlt choose their own column types), so only the count is compared.
+Each runs in a process of its own (its peak RSS measured like the CLI's, `bench.measured`)
+into a schema of its own in the target database, after the rounds. Their results are checked
+by row count and the sum of the key (`sum(id)`): their column types differ from the source's
+(they choose their own), so the row hash the stagecopy paths are checked with does not apply.
 
-* sling: the `sling-linux-amd64` wheel carries the binary (`sling` on PATH works too).
-* dlt: `dlt[postgres]` plus `pyarrow` (the arrow backend; the default one is slower still).
-* connectorx: read side only (source -> Arrow in memory): it has no PostgreSQL writer.
+* sling (`sling-linux-amd64` wheel, which carries the binary; `sling` on PATH works too):
+  `sling run --mode full-refresh` into a table that does not exist, then a full upsert
+  (`--mode incremental --primary-key id`, no update key: every source row merged) into it.
+* dlt, its fastest documented path: `sql_table(backend="connectorx")` reads the table into
+  Arrow, written as parquet and loaded by the postgres destination through ADBC
+  (`adbc-driver-postgresql` installed, `loader_file_format="parquet"`), into an empty dataset.
+  The script checks that the load job really was parquet (dlt falls back to another format
+  when the ADBC driver is missing).
+* dlt with its defaults (`--dlt-defaults`): `sql_table()` with the SQLAlchemy backend, rows as
+  Python dicts, loaded with INSERT VALUES. Much slower, so not run unless asked.
+* connectorx: reading only (source -> Arrow in memory): it has no PostgreSQL writer.
 
-They run with `--competitor-python` (default: this interpreter), so they can live in a venv of
-their own without touching the project's.
+The tools come from the `bench` extra (`pip install -e '.[bench]'`) or from any interpreter
+that has them (`--competitor-python`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import statistics
 import subprocess
-import sys
 import tempfile
 import textwrap
-import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from bench.clusters import BenchClusters
+from bench.measured import ChildFailed, Measured, clean_env, measured
 from stagecopy_dagster.identifiers import QualifiedName
 
 SCHEMA_PREFIX = "bench_"
+KEY = "id"
+
+# The issue's targets: a competitor must take at least this many times (a)'s median.
+SLING_TARGET = 3.0
+DLT_TARGET = 2.5
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a complete copy of the source holds: rows and the sum of the key."""
+
+    rows: int
+    key_sum: int
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one competitor did (or why it did not run)."""
+    """What one competitor path did (or why it did not run)."""
 
+    key: str
     name: str
     what: str
-    seconds: float | None = None
+    versus: str | None = None
+    """The stagecopy line its seconds are divided by (`a`, `b`)."""
+    target: float | None = None
+    """Its seconds must be at least this many times the stagecopy line's (PASS/MISS)."""
+    seconds: list[float] = field(default_factory=list)
     rows: int | None = None
     maxrss_kb: int | None = None
+    version: str = ""
     note: str = ""
+    correct: bool = False
+
+    @property
+    def median_seconds(self) -> float | None:
+        """The median over its runs (None when it did not run)."""
+        return statistics.median(self.seconds) if self.seconds else None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where the competitors run: clusters, source table, interpreter, runs and timeout."""
+
+    clusters: BenchClusters
+    source: QualifiedName
+    python: str
+    runs: int
+    timeout: float
+    expected: Expected
 
 
 _PROBE = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({mod!r}) else 1)"
 
 
 def _importable(python: str, module: str) -> bool:
-    return (
-        subprocess.run(
-            [python, "-c", _PROBE.format(mod=module)], capture_output=True, check=False
-        ).returncode
-        == 0
-    )
+    probe = [python, "-c", _PROBE.format(mod=module)]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
 def _sling_binary(python: str) -> str | None:
-    found = shutil.which("sling")
-    if found:
-        return found
     probe = subprocess.run(
         [python, "-c", "import sling_linux_amd64 as s; print(s.SLING_BIN)"],
         capture_output=True,
@@ -66,166 +108,289 @@ def _sling_binary(python: str) -> str | None:
         check=False,
     )
     path = probe.stdout.strip()
-    return path if probe.returncode == 0 and path and Path(path).is_file() else None
+    if probe.returncode == 0 and path and Path(path).is_file():
+        return path
+    return shutil.which("sling")
 
 
-_PEAK = Path(__file__).with_name("peak.py")
+def _version(args: list[str]) -> str:
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    return proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout else ""
 
 
-def _timed(args: list[str], env: dict[str, str], timeout: float) -> tuple[float, int, str]:
-    """Run a child through `peak.py`; return (seconds, its peak RSS in KB, output tail)."""
-    with tempfile.TemporaryDirectory(prefix="bench-peak-") as tmp:
-        peak_file = Path(tmp) / "peak.json"
-        log_file = Path(tmp) / "out.log"
-        started = time.perf_counter()
-        with log_file.open("wb") as log:
-            proc = subprocess.run(
-                [sys.executable, "-S", str(_PEAK), str(peak_file), "--", *args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-            )
-        seconds = time.perf_counter() - started
-        tail = log_file.read_bytes()[-3000:].decode(errors="replace")
-        peak = json.loads(peak_file.read_text()) if peak_file.exists() else {}
-    if proc.returncode:
-        raise RuntimeError(f"exit {proc.returncode}: {tail.strip()}")
-    return seconds, int(peak.get("maxrss_kb", 0)), tail
-
-
-def _count(url: str, table: QualifiedName) -> int:
-    import psycopg
-    from psycopg import sql
-
+def expected_of(url: str, table: QualifiedName) -> Expected:
+    """Rows and key sum of `table` (the source, after the rounds put it back whole)."""
     with psycopg.connect(url) as conn:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.identifier)).fetchone()
-        assert row is not None
-        return int(row[0])
+        row = conn.execute(
+            sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {}").format(
+                sql.Identifier(KEY), table.identifier
+            )
+        ).fetchone()
+    assert row is not None
+    return Expected(int(row[0]), int(row[1]))
+
+
+def _check(url: str, table: QualifiedName, expected: Expected) -> tuple[int, str]:
+    """The table's row count, and a note when count or key sum differ from `expected`."""
+    got = expected_of(url, table)
+    if got == expected:
+        return got.rows, ""
+    return got.rows, f"WRONG RESULT: {got.rows} rows, key sum {got.key_sum}; expected {expected}"
 
 
 def _drop_schema(url: str, schema: str) -> None:
-    import psycopg
-    from psycopg import sql
-
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def run_sling(cl: BenchClusters, source: QualifiedName, python: str, timeout: float) -> Outcome:
-    """`sling run` full-refresh of the source table into `bench_sling.items`."""
-    what = "sling full-refresh (initial load)"
-    binary = _sling_binary(python)
-    if binary is None:
-        return Outcome("sling", what, note="not installed (pip install sling-linux-amd64)")
-    target = QualifiedName(SCHEMA_PREFIX + "sling", source.name)
-    _drop_schema(cl.target.url, target.schema)
-    with tempfile.TemporaryDirectory(prefix="sling-home-") as home:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(
-            SLING_HOME_DIR=home,
-            SLING_DISABLE_TELEMETRY="true",
-            SLING_LOGGING="NO_COLOR",
-            BENCH_SRC=cl.source.url + "?sslmode=disable",
-            BENCH_TGT=cl.target.url + "?sslmode=disable",
-        )
-        args = [
-            binary, "run",
-            "--src-conn", "BENCH_SRC", "--src-stream", f"{source.schema}.{source.name}",
-            "--tgt-conn", "BENCH_TGT", "--tgt-object", f"{target.schema}.{target.name}",
-            "--mode", "full-refresh",
-        ]  # fmt: skip
-        try:
-            seconds, rss, _ = _timed(args, env, timeout)
-        except RuntimeError as exc:
-            return Outcome("sling", what, note=f"failed: {str(exc)[-400:]}")
-    rows = _count(cl.target.url, target)
-    _drop_schema(cl.target.url, target.schema)
-    return Outcome("sling", what, seconds, rows, rss)
+def _checkpoint(cl: BenchClusters) -> None:
+    """Flush both clusters, as before every stagecopy step."""
+    for url in (cl.source.url, cl.target.url):
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
 
+
+def _repeat(
+    base: Outcome,
+    s: Setting,
+    table: QualifiedName,
+    prepare: Callable[[], None],
+    run_once: Callable[[], Measured],
+) -> Outcome:
+    """`prepare()` then time `run_once()` `s.runs` times; check the table after each run."""
+    seconds: list[float] = []
+    peak = rows = 0
+    for _ in range(s.runs):
+        prepare()
+        _checkpoint(s.clusters)
+        try:
+            m = run_once()
+        except (ChildFailed, ValueError) as exc:
+            return _with(base, note=f"failed: {str(exc)[-600:]}")
+        rows, wrong = _check(s.clusters.target.url, table, s.expected)
+        if wrong:
+            return _with(base, seconds=[m.seconds], rows=rows, maxrss_kb=m.maxrss_kb, note=wrong)
+        seconds.append(m.seconds)
+        peak = max(peak, m.maxrss_kb)
+    return _with(base, seconds=seconds, rows=rows, maxrss_kb=peak, correct=True)
+
+
+def _with(base: Outcome, **changes: object) -> Outcome:
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+# -- sling -------------------------------------------------------------------------------------
+
+
+def _sling_env(cl: BenchClusters, home: str) -> dict[str, str]:
+    return clean_env(
+        SLING_HOME_DIR=home,
+        SLING_DISABLE_TELEMETRY="true",
+        SLING_LOGGING="NO_COLOR",
+        BENCH_SRC=cl.source.url + "?sslmode=disable",
+        BENCH_TGT=cl.target.url + "?sslmode=disable",
+    )
+
+
+def _sling_args(binary: str, source: QualifiedName, target: QualifiedName) -> list[str]:
+    return [
+        binary, "run",
+        "--src-conn", "BENCH_SRC", "--src-stream", f"{source.schema}.{source.name}",
+        "--tgt-conn", "BENCH_TGT", "--tgt-object", f"{target.schema}.{target.name}",
+    ]  # fmt: skip
+
+
+def run_sling(s: Setting, *, upsert: bool) -> list[Outcome]:
+    """`sling run` full-refresh into a new table; then, with `upsert`, a full upsert into it."""
+    cl = s.clusters
+    refresh = Outcome(
+        "sling_full_refresh",
+        "sling",
+        "sling full-refresh, new table",
+        versus="a",
+        target=SLING_TARGET,
+    )
+    merge = Outcome("sling_upsert", "sling", "sling full upsert (incremental, pk only)", "b")
+    binary = _sling_binary(s.python)
+    if binary is None:
+        missing = "not installed (pip install -e '.[bench]', or sling-linux-amd64)"
+        return [_with(refresh, note=missing)] + ([_with(merge, note=missing)] if upsert else [])
+    version = _version([binary, "--version"]).removeprefix("Version:").strip()
+    target = QualifiedName(SCHEMA_PREFIX + "sling", s.source.name)
+    args = _sling_args(binary, s.source, target)
+    with tempfile.TemporaryDirectory(prefix="sling-home-") as home:
+        env = _sling_env(cl, home)
+        outcomes = [
+            _repeat(
+                _with(refresh, version=version),
+                s,
+                target,
+                lambda: _drop_schema(cl.target.url, target.schema),
+                lambda: measured([*args, "--mode", "full-refresh"], env, timeout=s.timeout),
+            )
+        ]
+        if upsert:
+            upsert_args = [*args, "--mode", "incremental", "--primary-key", KEY]
+            outcomes.append(
+                _repeat(
+                    _with(merge, version=version),
+                    s,
+                    target,
+                    lambda: None,  # the full-refresh left the whole table there
+                    lambda: measured(upsert_args, env, timeout=s.timeout),
+                )
+                if outcomes[0].correct
+                else _with(merge, version=version, note="skipped: the full-refresh failed")
+            )
+    _drop_schema(cl.target.url, target.schema)
+    return outcomes
+
+
+# -- dlt ---------------------------------------------------------------------------------------
 
 _DLT_SCRIPT = textwrap.dedent(
     """
-    import os, tempfile
+    import json, os, tempfile
     import dlt
     from dlt.sources.sql_database import sql_table
 
+    fastest = os.environ["BENCH_DLT_FASTEST"] == "1"
+    kwargs = {"backend": "connectorx"} if fastest else {}
     table = sql_table(
-        credentials=os.environ["BENCH_SRC"].replace("postgresql://", "postgresql+psycopg2://", 1),
-        schema=os.environ["BENCH_SCHEMA"], table=os.environ["BENCH_TABLE"], backend="pyarrow",
-        chunk_size=50000,
+        credentials=os.environ["BENCH_SRC"], schema=os.environ["BENCH_SCHEMA"],
+        table=os.environ["BENCH_TABLE"], **kwargs,
     )
-    pipeline = dlt.pipeline(
-        pipeline_name="stagecopy_bench", pipelines_dir=tempfile.mkdtemp(),
-        destination=dlt.destinations.postgres(credentials=os.environ["BENCH_TGT"]),
-        dataset_name=os.environ["BENCH_DATASET"],
-    )
-    pipeline.run(table, write_disposition="replace", loader_file_format="csv")
+    with tempfile.TemporaryDirectory(prefix="dlt-bench-") as pipelines_dir:
+        pipeline = dlt.pipeline(
+            pipeline_name="stagecopy_bench", pipelines_dir=pipelines_dir,
+            destination=dlt.destinations.postgres(credentials=os.environ["BENCH_TGT"]),
+            dataset_name=os.environ["BENCH_DATASET"],
+        )
+        info = pipeline.run(table, loader_file_format="parquet" if fastest else None)
+        formats = sorted({
+            job.job_file_info.file_format
+            for package in info.load_packages
+            for job in package.jobs["completed_jobs"]
+            if job.job_file_info.table_name == os.environ["BENCH_TABLE"]
+        })
+    print(json.dumps({"dlt": dlt.__version__, "formats": formats}))
     """
 )
 
 
-def run_dlt(cl: BenchClusters, source: QualifiedName, python: str, timeout: float) -> Outcome:
-    """A dlt pipeline: sql_table (pyarrow backend) -> postgres destination (CSV COPY)."""
-    what = "dlt sql_table(pyarrow) -> postgres, replace"
-    for module in ("dlt", "pyarrow", "psycopg2"):
-        if not _importable(python, module):
-            return Outcome(
-                "dlt", what, note=f"not installed ({module}; pip install 'dlt[postgres]' pyarrow)"
-            )
-    dataset = SCHEMA_PREFIX + "dlt"
-    _drop_schema(cl.target.url, dataset)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(
-        BENCH_SRC=cl.source.url,
+def run_dlt(s: Setting, *, fastest: bool) -> Outcome:
+    """A dlt pipeline from the source table into an empty dataset of the target."""
+    if fastest:
+        base = Outcome(
+            "dlt_fastest",
+            "dlt",
+            "dlt connectorx, parquet via ADBC, empty target",
+            versus="a",
+            target=DLT_TARGET,
+        )
+        needed = (
+            "dlt",
+            "psycopg2",
+            "sqlalchemy",
+            "pyarrow",
+            "connectorx",
+            "adbc_driver_postgresql",
+        )
+    else:
+        base = Outcome("dlt_defaults", "dlt", "dlt defaults (sqlalchemy rows, INSERT VALUES)", "a")
+        needed = ("dlt", "psycopg2", "sqlalchemy")
+    missing = [m for m in needed if not _importable(s.python, m)]
+    if missing:
+        return _with(base, note=f"not installed ({', '.join(missing)}; pip install -e '.[bench]')")
+    cl = s.clusters
+    dataset = SCHEMA_PREFIX + base.key
+    src = cl.source.url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    env = clean_env(
+        BENCH_SRC=src + "?sslmode=disable",  # connectorx reads the URL dlt derives from this
         BENCH_TGT=cl.target.url,
-        BENCH_SCHEMA=source.schema,
-        BENCH_TABLE=source.name,
+        BENCH_SCHEMA=s.source.schema,
+        BENCH_TABLE=s.source.name,
         BENCH_DATASET=dataset,
+        BENCH_DLT_FASTEST="1" if fastest else "0",
         RUNTIME__LOG_LEVEL="WARNING",
-        DLT_TELEMETRY_DISABLED="1",
         RUNTIME__DLTHUB_TELEMETRY="false",
+        DLT_TELEMETRY_DISABLED="1",
     )
-    try:
-        seconds, rss, _ = _timed([python, "-c", _DLT_SCRIPT], env, timeout)
-    except RuntimeError as exc:
-        return Outcome("dlt", what, note=f"failed: {str(exc)[-400:]}")
-    rows = _count(cl.target.url, QualifiedName(dataset, source.name))
-    _drop_schema(cl.target.url, dataset)
-    return Outcome("dlt", what, seconds, rows, rss)
+    reports: list[dict[str, object]] = []
 
+    def once() -> Measured:
+        m = measured([s.python, "-c", _DLT_SCRIPT], env, timeout=s.timeout)
+        report = json.loads(m.output.strip().splitlines()[-1])
+        if fastest and report["formats"] != ["parquet"]:
+            raise ValueError(f"dlt loaded {report['formats']}, not parquet (ADBC driver found?)")
+        reports.append(report)
+        return m
+
+    outcome = _repeat(
+        base,
+        s,
+        QualifiedName(dataset, s.source.name),
+        lambda: _drop_schema(cl.target.url, dataset),
+        once,
+    )
+    _drop_schema(cl.target.url, dataset)
+    if reports:
+        formats = "+".join(str(f) for f in reports[-1]["formats"])  # type: ignore[union-attr]
+        outcome = _with(outcome, version=f"{reports[-1]['dlt']} ({formats})")
+    return outcome
+
+
+# -- connectorx (read only) --------------------------------------------------------------------
 
 _CX_SCRIPT = textwrap.dedent(
     """
     import json, os
     import connectorx as cx
     table = cx.read_sql(os.environ["BENCH_SRC"], os.environ["BENCH_QUERY"], return_type="arrow")
-    print(json.dumps({"rows": table.num_rows}))
+    print(json.dumps({"rows": table.num_rows, "version": cx.__version__}))
     """
 )
 
 
-def run_connectorx(
-    cl: BenchClusters, source: QualifiedName, python: str, timeout: float
-) -> Outcome:
+def run_connectorx(s: Setting) -> Outcome:
     """connectorx reading the whole table into Arrow (no write: it has no PostgreSQL writer)."""
-    what = "connectorx read to Arrow only (no write)"
-    if not _importable(python, "connectorx"):
-        return Outcome("connectorx", what, note="not installed (pip install connectorx pyarrow)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(
-        BENCH_SRC=cl.source.url + "?sslmode=disable",
-        BENCH_QUERY=f'SELECT * FROM "{source.schema}"."{source.name}"',
+    base = Outcome("connectorx", "connectorx", "connectorx read to Arrow only (no write)", "a")
+    if not _importable(s.python, "connectorx"):
+        return _with(base, note="not installed (pip install -e '.[bench]')")
+    env = clean_env(
+        BENCH_SRC=s.clusters.source.url + "?sslmode=disable",
+        BENCH_QUERY=sql.SQL("SELECT * FROM {}").format(s.source.identifier).as_string(),
     )
-    try:
-        seconds, rss, tail = _timed([python, "-c", _CX_SCRIPT], env, timeout)
-    except RuntimeError as exc:
-        return Outcome("connectorx", what, note=f"failed: {str(exc)[-400:]}")
-    rows = json.loads(tail.strip().splitlines()[-1])["rows"]
-    return Outcome("connectorx", what, seconds, int(rows), rss)
+    seconds: list[float] = []
+    peak = 0
+    report: dict[str, object] = {}
+    for _ in range(s.runs):
+        try:
+            m = measured([s.python, "-c", _CX_SCRIPT], env, timeout=s.timeout)
+        except ChildFailed as exc:
+            return _with(base, note=f"failed: {str(exc)[-600:]}")
+        report = json.loads(m.output.strip().splitlines()[-1])
+        seconds.append(m.seconds)
+        peak = max(peak, m.maxrss_kb)
+    rows = int(report["rows"])  # type: ignore[call-overload]
+    ok = rows == s.expected.rows
+    return _with(
+        base,
+        seconds=seconds,
+        rows=rows,
+        maxrss_kb=peak,
+        version=str(report.get("version", "")),
+        correct=ok,
+        note="" if ok else f"WRONG RESULT: {rows} rows read; expected {s.expected.rows}",
+    )
 
 
-def run_all(cl: BenchClusters, source: QualifiedName, python: str, timeout: float) -> list[Outcome]:
-    """Every competitor, one after the other."""
-    return [runner(cl, source, python, timeout) for runner in (run_sling, run_dlt, run_connectorx)]
+def run_all(
+    s: Setting, *, sling_upsert: bool = True, dlt_defaults: bool = False
+) -> Iterator[Outcome]:
+    """Every competitor, one after the other, each outcome as soon as it is known."""
+    yield from run_sling(s, upsert=sling_upsert)
+    yield run_dlt(s, fastest=True)
+    if dlt_defaults:
+        yield run_dlt(s, fastest=False)
+    yield run_connectorx(s)

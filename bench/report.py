@@ -124,13 +124,49 @@ def _fmt_rate(rows_per_second: float) -> str:
     return f"{rows_per_second:.0f}"
 
 
+def competitor_lines(summaries: list[Summary], outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """One line per competitor path: its median, and its ratio to the stagecopy line it faces.
+
+    The ratio is competitor seconds / stagecopy seconds (medians of this run): above 1, the
+    other tool is that many times slower. A target is a minimum; a wrong result has no verdict.
+    """
+    medians = {s.key: s.median_seconds for s in summaries}
+    lines = []
+    for o in outcomes:
+        median = o.median_seconds
+        ref = medians.get(o.versus) if o.versus else None
+        ratio = median / ref if median is not None and ref else None
+        verdict = ""
+        if o.correct and ratio is not None and o.target is not None:
+            verdict = "PASS" if ratio >= o.target else "MISS"
+        lines.append(
+            {
+                "key": o.key,
+                "label": o.what,
+                "version": o.version,
+                "runs": len(o.seconds),
+                "median_seconds": median,
+                "seconds": o.seconds,
+                "rows": o.rows,
+                "maxrss_mb": o.maxrss_kb / 1024 if o.maxrss_kb else None,
+                "versus": o.versus,
+                "ratio": ratio,
+                "target": o.target,
+                "verdict": verdict,
+                "correct": o.correct,
+                "note": o.note,
+            }
+        )
+    return lines
+
+
 def render(
     summaries: list[Summary],
     memory: list[dict[str, Any]],
-    competitors: list[Outcome],
-    floor_fpk: float | None,
+    competitors: list[dict[str, Any]],
+    competitor_runs: int = 1,
 ) -> str:
-    """The plain-text table."""
+    """The plain-text table, and the other tools' table under it."""
     cols = (
         f"{'path':<46} {'median s':>8} {'rows/s':>7} {'x ref (paired)':>16} {'target':>7} "
         f"{'':>4} {'peak RSS':>8} {'cli CPU s':>9}"
@@ -147,23 +183,35 @@ def render(
         )
     for m in memory:
         rss = f"{m['maxrss_mb']:.0f} MB"
+        seconds = f"{m['seconds']:.2f}" if m.get("seconds") is not None else ""
         lines.append(
-            f"{m['label']:<46} {'':>8} {'':>7} {m.get('ratio_text', ''):>16} "
+            f"{m['label']:<46} {seconds:>8} {'':>7} {m.get('ratio_text', ''):>16} "
             f"{m['target_text']:>7} {m['verdict']:>4} {rss:>8}"
         )
     if competitors:
+        runs = "once" if competitor_runs == 1 else f"{competitor_runs} times (median)"
         lines.append("")
-        lines.append("other tools (one run each after the rounds, row count checked):")
+        lines.append(
+            f"other tools, same data, each run {runs} after the rounds (rows and sum(id) "
+            "checked); x = their seconds / stagecopy's median on that line, target a minimum:"
+        )
+        head = (
+            f"{'tool and path':<46} {'median s':>8} {'rows/s':>7} {'x stagecopy':>16} "
+            f"{'target':>7} {'':>4} {'peak RSS':>8}  version"
+        )
+        lines += [head, "-" * len(cols)]
         for c in competitors:
-            if c.seconds is None:
-                lines.append(f"  {c.name:<11} {c.what:<44} {c.note}")
+            if c["median_seconds"] is None:
+                lines.append(f"{c['label']:<46} {c['note']}")
                 continue
-            ratio = f"{c.seconds / floor_fpk:.2f} x Fpk" if floor_fpk else ""
-            rate = _fmt_rate((c.rows or 0) / c.seconds) if c.seconds else ""
-            rss = f"{c.maxrss_kb / 1024:.0f} MB" if c.maxrss_kb else ""
+            ratio = f"{c['ratio']:.2f} x {c['versus']}" if c["ratio"] is not None else ""
+            target = f">={c['target']:g}" if c["target"] is not None else ""
+            rate = _fmt_rate((c["rows"] or 0) / c["median_seconds"])
+            rss = f"{c['maxrss_mb']:.0f} MB" if c["maxrss_mb"] else ""
+            note = f"  {c['note']}" if c["note"] else ""
             lines.append(
-                f"  {c.name:<11} {c.what:<44} {c.seconds:>7.2f} s {rate:>6} rows/s "
-                f"{ratio:>11} {rss:>7}  {c.rows} rows {c.note}".rstrip()
+                f"{c['label']:<46} {c['median_seconds']:>8.2f} {rate:>7} {ratio:>16} "
+                f"{target:>7} {c['verdict']:>4} {rss:>8}  {c['version']}{note}".rstrip()
             )
     return "\n".join(lines)
 
