@@ -10,6 +10,7 @@ integrity check. Its peak RSS is that process' `VmHWM` (with any child it waited
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from psycopg import sql
 
 from bench import dataset as ds
 from bench.measured import ChildFailed, clean_env, measured
-from bench.run import BenchFailure, Runner, log
+from bench.run import REPO, BenchFailure, Runner, log
 from stagecopy_dagster.identifiers import QualifiedName
 
 CLI_TARGET = QualifiedName(ds.SCHEMA, f"{ds.SOURCE_TABLE.name}_cli")
@@ -66,6 +67,9 @@ def measure_cli(runner: Runner, *, timeout: float = 600) -> CliRun:
             STAGECOPY_TARGET_URL=runner.cl.target.url,
             DAGSTER_DISABLE_TELEMETRY="1",
         )
+        # The stagecopy next to this bench/ (as the copier worker imports it), not another
+        # checkout an editable install may point at.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         for name in ("DAGSTER_HOME", "STAGECOPY_SPEC"):
             env.pop(name, None)
         runner.checkpoint()
