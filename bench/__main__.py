@@ -54,6 +54,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="runs of each other tool; the table shows medians (default 1: fits 10 minutes)",
     )
     p.add_argument(
+        "--sling-upsert",
+        action="store_true",
+        help="with --competitors, also sling's full upsert after its full-refresh (+1 min)",
+    )
+    p.add_argument(
         "--dlt-defaults",
         action="store_true",
         help="with --competitors, also dlt with its default settings (slow: minutes at 1M rows)",
@@ -187,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                     timeout=600,
                     expected=comp.expected_of(cl.source.url, ds.SOURCE_TABLE),
                 )
-                for outcome in comp.run_all(setting, dlt_defaults=args.dlt_defaults):
+                for outcome in comp.run_all(
+                    setting, sling_upsert=args.sling_upsert, dlt_defaults=args.dlt_defaults
+                ):
                     outcomes.append(outcome)
                     shown = " ".join(f"{x:.2f}" for x in outcome.seconds) or "-"
                     rss = f"{(outcome.maxrss_kb or 0) / 1024:.0f} MB"
