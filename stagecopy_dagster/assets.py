@@ -24,6 +24,7 @@ ROW_COUNT = "dagster/row_count"
 COLUMN_SCHEMA = "dagster/column_schema"
 TABLE_NAME = "dagster/table_name"
 ROWS_COPIED = "stagecopy/rows_copied"
+ROWS_COMPARED = "stagecopy/rows_compared"
 INSERTED = "stagecopy/inserted"
 UPDATED = "stagecopy/updated"
 DELETED = "stagecopy/deleted"
@@ -55,6 +56,7 @@ def materialize_metadata(table: TableSpec, result: CopyResult) -> dict[str, Any]
         COLUMN_SCHEMA: dg.MetadataValue.table_schema(schema),
         TABLE_NAME: f"{target.schema}.{target.name}",
         ROWS_COPIED: dg.MetadataValue.int(result.rows_copied),
+        ROWS_COMPARED: dg.MetadataValue.int(result.rows_compared),
         INSERTED: dg.MetadataValue.int(result.inserted),
         UPDATED: dg.MetadataValue.int(result.updated),
         DELETED: dg.MetadataValue.int(result.deleted),

@@ -60,6 +60,8 @@ class CopyOptions:
     """`work_mem` for the MERGE, so its hash join stays in memory."""
     progress_interval: float = 5.0
     """Seconds between progress reports while rows stream."""
+    diff_chunk: int = 100_000
+    """Changed keys fetched per source COPY on the `diff` path (the keys travel as literals)."""
     write_block: int = 1 << 16
     """Join COPY blocks into writes of about this many bytes. 64 KiB measured best: 1 MiB
     joins cost 1.5x the client CPU (3.6 s vs 1.6-2.0 s per 1M rows) for no fewer stalls."""
@@ -95,9 +97,11 @@ class CopyResult:
     source: str
     mode: Mode
     path: str
-    """`staged` (staging + MERGE) or `direct` (COPY into the final table)."""
+    """`direct` (COPY into the final table), `staged` (every row into staging, then MERGE) or
+    `diff` (keys and row hashes compared first; only new and changed rows staged and MERGEd)."""
     copy_format: CopyFormat
     rows_copied: int
+    """Rows streamed from the source (with the `diff` path: only the new and changed ones)."""
     inserted: int
     updated: int
     deleted: int
@@ -111,6 +115,8 @@ class CopyResult:
     server_version: int
     steps: dict[str, float] = field(default_factory=dict)
     """Seconds per step, in order."""
+    rows_compared: int = 0
+    """Source rows whose key and row hash the `diff` path compared with the target."""
 
     @property
     def seconds(self) -> float:
@@ -162,6 +168,23 @@ class SourceSnapshot:
                     pass
 
 
+@dataclass(frozen=True)
+class _Diff:
+    """What the diff left for the rest of the run: the table of changed keys."""
+
+    changed: QualifiedName
+    gone_column: str
+    """Flags the keys to delete (sync): in the target's scope, no longer at the source."""
+    gone: int
+
+
+def _free_name(base: str, taken: Sequence[str]) -> str:
+    """`base`, with underscores appended until it is not one of `taken`."""
+    while base in taken:
+        base += "_"
+    return base
+
+
 def _oid_or_none(conn: psycopg.Connection, table: QualifiedName) -> int | None:
     return catalog.relation_oid(conn, table)
 
@@ -200,6 +223,7 @@ class TableCopier:
         self.steps: dict[str, float] = {}
         self.label = table.label
         self.target_name = table.target_table
+        self._compared = 0
 
     # -- the algorithm --------------------------------------------------------------------
 
@@ -227,6 +251,7 @@ class TableCopier:
         self.steps["commit"] = time.perf_counter() - commit_started
         rows_copied, inserted, updated, deleted, nbytes = counts
         return CopyResult(
+            rows_compared=self._compared,
             table=self.label,
             source=self.table.source_label,
             mode=self.table.mode,
@@ -263,8 +288,9 @@ class TableCopier:
             counts = self._copy_direct(plan, columns, fmt, watermark, staged)
             path = "direct"
         else:
-            counts = self._copy_staged(plan, columns, fmt, watermark, version, staged)
-            path = "staged"
+            diff = staged is None and self._diff_applies(plan, columns, added, version)
+            counts = self._copy_staged(plan, columns, fmt, watermark, version, staged, diff=diff)
+            path = "diff" if diff else "staged"
         only_copied_rows = empty or (self.table.mode is Mode.REPLACE and self.table.where is None)
         if only_copied_rows:  # the table holds exactly what this run copied: no need to count
             target_rows = counts[1]
@@ -563,74 +589,95 @@ class TableCopier:
         watermark: Any,
         version: int,
         staged: tuple[QualifiedName, int, int] | None = None,
+        *,
+        diff: bool = False,
     ) -> tuple[int, int, int, int, int]:
         spec = self.table
         key = plan.key
         names = [c.name for c in columns]
+        diffed: _Diff | None = None
         if staged is not None:  # loaded by parallel streams
             staging, rows, nbytes = staged
         else:
             staging = QualifiedName(self.target_name.schema, staging_table_name())
             with self._step("staging"):
                 self._exec(st.create_staging(staging, self.target_name, names))
-            rows, nbytes = self._stream(
-                self._source_select(plan, names, watermark),
-                st.copy_in(staging.identifier, names, fmt),
-                fmt,
-            )
+            if diff:
+                diffed, rows, nbytes = self._stage_changed(plan, columns, fmt, staging)
+            else:
+                rows, nbytes = self._stream(
+                    self._source_select(plan, names, watermark),
+                    st.copy_in(staging.identifier, names, fmt),
+                    fmt,
+                )
         # MERGE alone would not notice two staged rows with one key when only one of them
         # differs from the target; unless the source's own primary key rules that out, look.
-        if not self.dry_run and not plan.key_is_source_pk:
+        # (The diff path looked at every key already.)
+        if not self.dry_run and not plan.key_is_source_pk and diffed is None:
             with self._step("duplicates"):
                 self._refuse_duplicates(staging, key)
         sync = spec.mode is Mode.SYNC
-        # With a watermark, the staged rows are only the new ones: deletes need every key.
-        one_statement_sync = sync and version >= PG17 and watermark is None
+        # With a watermark, or after a diff, the staged rows are only the new and changed ones:
+        # deletes need every key.
+        one_statement_sync = sync and version >= PG17 and watermark is None and diffed is None
         inserted = updated = deleted = 0
-        with self._step("merge"):
-            self._exec(st.set_local("work_mem", self.options.merge_work_mem))
-            if self._few_rows(rows):
-                # A few staged rows against a big table: probe the key index (nested loop)
-                # instead of hashing every target row (3.0 s -> 1.0 s for 10k of 1M rows).
-                self._exec(st.set_local("random_page_cost", "1.1"))
-            self._exec(sql.SQL("SAVEPOINT stagecopy_merge"))
-            try:
-                if version >= PG17:
-                    row = self._fetch_write(
-                        st.merge(
-                            self.target_name,
-                            staging,
-                            columns=columns,
-                            key=key,
-                            delete_scope=spec.where,
-                            delete_missing=one_statement_sync,
-                            returning=True,
+        # After a diff that found nothing to copy, there is nothing to MERGE either.
+        if diffed is None or rows or self.dry_run:
+            with self._step("merge"):
+                self._exec(st.set_local("work_mem", self.options.merge_work_mem))
+                if self._few_rows(rows):
+                    # A few staged rows against a big table: probe the key index (nested loop)
+                    # instead of hashing every target row (3.0 s -> 1.0 s for 10k of 1M rows).
+                    self._exec(st.set_local("random_page_cost", "1.1"))
+                self._exec(sql.SQL("SAVEPOINT stagecopy_merge"))
+                try:
+                    if version >= PG17:
+                        row = self._fetch_write(
+                            st.merge(
+                                self.target_name,
+                                staging,
+                                columns=columns,
+                                key=key,
+                                delete_scope=spec.where,
+                                delete_missing=one_statement_sync,
+                                returning=True,
+                            )
                         )
-                    )
-                    inserted, updated, deleted = (int(v) for v in row)
-                else:
-                    before = int(self._scalar(st.count_rows(self.target_name)))
-                    affected = self._exec(
-                        st.merge(self.target_name, staging, columns=columns, key=key)
-                    )
-                    after = int(self._scalar(st.count_rows(self.target_name)))
-                    inserted = after - before
-                    updated = affected - inserted
-            except (
-                pg_errors.UniqueViolation,
-                pg_errors.NotNullViolation,
-                pg_errors.CardinalityViolation,
-            ) as exc:
-                self._exec(sql.SQL("ROLLBACK TO SAVEPOINT stagecopy_merge"))
-                self._refuse_duplicates(staging, key)
-                raise DuplicateKeyError(
-                    f"the staged rows were refused by MERGE: {describe_db_error(exc)}",
-                    table=self.label,
-                ) from exc
+                        inserted, updated, deleted = (int(v) for v in row)
+                    else:
+                        before = int(self._scalar(st.count_rows(self.target_name)))
+                        affected = self._exec(
+                            st.merge(self.target_name, staging, columns=columns, key=key)
+                        )
+                        after = int(self._scalar(st.count_rows(self.target_name)))
+                        inserted = after - before
+                        updated = affected - inserted
+                except (
+                    pg_errors.UniqueViolation,
+                    pg_errors.NotNullViolation,
+                    pg_errors.CardinalityViolation,
+                ) as exc:
+                    self._exec(sql.SQL("ROLLBACK TO SAVEPOINT stagecopy_merge"))
+                    self._refuse_duplicates(staging, key)
+                    raise DuplicateKeyError(
+                        f"the staged rows were refused by MERGE: {describe_db_error(exc)}",
+                        table=self.label,
+                    ) from exc
         if sync and not one_statement_sync:
             with self._step("delete"):
                 keys = staging
-                if watermark is not None:
+                if diffed is not None:  # the diff found them already
+                    keys = diffed.changed
+                    if diffed.gone or self.dry_run:
+                        deleted = self._exec(
+                            st.delete_gone(
+                                self.target_name,
+                                diffed.changed,
+                                key=key,
+                                gone_column=diffed.gone_column,
+                            )
+                        )
+                elif watermark is not None:
                     keys = QualifiedName(self.target_name.schema, staging_table_name())
                     self._exec(st.create_staging(keys, self.target_name, key))
                     key_fmt: CopyFormat = (
@@ -642,14 +689,133 @@ class TableCopier:
                         key_fmt,
                         step="copy_keys",
                     )
-                deleted = self._exec(
-                    st.delete_missing(self.target_name, keys, key=key, where=spec.where)
-                )
-                if keys is not staging:
+                if diffed is None:
+                    deleted = self._exec(
+                        st.delete_missing(self.target_name, keys, key=key, where=spec.where)
+                    )
+                if keys is not staging and diffed is None:
                     self._exec(st.drop_table(keys))
         with self._step("drop_staging"):
             self._exec(st.drop_table(staging))
+            if diffed is not None:
+                self._exec(st.drop_table(diffed.changed))
         return rows, inserted, updated, deleted, nbytes
+
+    # -- the diff path ------------------------------------------------------------------------
+
+    def _diff_applies(
+        self, plan: SourcePlan, columns: Sequence[Column], added: Sequence[str], version: int
+    ) -> bool:
+        """Whether to compare keys and row hashes before copying rows (see :meth:`_stage_changed`).
+
+        Only for a full re-copy (a watermark already limits the rows) whose key travels in
+        binary, when no column was just added (every row would differ) and both servers have
+        `hash_record_extended` (PostgreSQL 14+).
+        """
+        key_columns = [c for c in columns if c.name in plan.key]
+        return (
+            self.table.diff
+            and self.table.incremental_field is None
+            and not added
+            and len(key_columns) == len(plan.key)
+            and all(c.binary_safe for c in key_columns)
+            and min(version, self.source.version) >= 140000
+        )
+
+    def _stage_changed(
+        self, plan: SourcePlan, columns: Sequence[Column], fmt: CopyFormat, staging: QualifiedName
+    ) -> tuple[_Diff, int, int]:
+        """Stage only the source rows that are new to the target or differ from it.
+
+        1. stream the scope's keys with a 64-bit hash of each row's image into a keys table
+           (about 16 bytes a row instead of the whole row);
+        2. on the target, join them with the same hash of the target rows: the keys that are
+           missing or hash differently are the ones to copy (and, for sync, target keys in
+           scope that the source lacks are the ones to delete);
+        3. stream just those rows into `staging` (in chunks, keys as array literals) - or every
+           row when more than half changed, where a full stream is cheaper.
+
+        Returns (the diff, whose table of changed keys sync's deletes use; rows staged; bytes
+        streamed).
+        """
+        key = plan.key
+        by_name = {c.name: c for c in columns}
+        key_columns = [by_name[k] for k in key]
+        names = [c.name for c in columns]
+        hash_column = _free_name("_stagecopy_hash", key)
+        gone_column = _free_name("_stagecopy_gone", key)
+        sync = self.table.mode is Mode.SYNC
+        keys_table = QualifiedName(self.target_name.schema, staging_table_name())
+        with self._step("staging"):
+            self._exec(
+                st.create_staging_table(keys_table, [*key_columns, Column(hash_column, "bigint")])
+            )
+        compared, key_bytes = self._stream(
+            st.select_key_hashes(plan.relation, key, columns, self.table.where),
+            st.copy_in(keys_table.identifier, [*key, hash_column], "binary"),
+            "binary",
+            step="copy_keys",
+        )
+        self._compared = compared
+        if not self.dry_run and not plan.key_is_source_pk:
+            with self._step("duplicates"):
+                self._refuse_duplicates(keys_table, key)
+        changed_table = QualifiedName(self.target_name.schema, staging_table_name())
+        with self._step("diff"):
+            # Hashing every target row is the bulk of this step: let workers share it.
+            for name, value in st.EAGER_PARALLEL.items():
+                self._exec(st.set_local(name, value))
+            self._exec(
+                st.create_changed_keys(
+                    changed_table,
+                    keys_table,
+                    self.target_name,
+                    key=key,
+                    columns=columns,
+                    hash_column=hash_column,
+                    gone_column=gone_column,
+                    sync_scope=self.table.where,
+                    sync=sync,
+                )
+            )
+            for name in st.EAGER_PARALLEL:
+                self._exec(st.reset_local(name))
+            self._exec(st.drop_table(keys_table))
+            changed = gone = 0
+            if not self.dry_run:
+                counts = self._fetch(st.count_changed(changed_table, gone_column))
+                changed, gone = int(counts[0]), int(counts[1])
+        rows = nbytes = 0
+        copy_in = st.copy_in(staging.identifier, names, fmt)
+        if changed * 2 > compared:
+            rows, nbytes = self._stream(self._source_select(plan, names, None), copy_in, fmt)
+        else:
+            chunk = self.options.diff_chunk
+            for offset in range(0, changed, chunk):
+                arrays = self._fetch(
+                    st.changed_key_arrays(changed_table, key, gone_column, offset, chunk)
+                )
+                assert arrays is not None
+                select = self._source_select(
+                    plan, names, None, extra=st.key_in(key_columns, [str(a) for a in arrays])
+                )
+                got, size = self._stream(select, copy_in, fmt)
+                rows, nbytes = rows + got, nbytes + size
+            if self.dry_run:
+                self.statements.append(
+                    "-- then, for the keys that are new or whose row hash differs, in chunks of "
+                    f"{chunk:,} keys:\n"
+                    + self._source_select(
+                        plan, names, None, extra=sql.SQL("<key> = ANY(<changed keys>)")
+                    ).as_string(self.source.conn)
+                )
+        if not self.dry_run and changed * 2 <= compared and rows != changed:
+            raise SourceError(
+                f"the diff found {changed:,} new or changed rows but the source returned "
+                f"{rows:,} of them",
+                table=self.label,
+            )
+        return _Diff(changed_table, gone_column, gone), rows, key_bytes + nbytes
 
     def _few_rows(self, staged_rows: int) -> bool:
         """Whether the staged rows are a small share (< 5%) of the target's estimated size."""
@@ -772,6 +938,12 @@ class TableCopier:
         if self.dry_run:
             self.statements.append(statement.as_string(self.target))
             return (0, 0, 0)
+        row = self.target.execute(statement).fetchone()
+        assert row is not None
+        return tuple(row)
+
+    def _fetch(self, statement: sql.Composed | sql.SQL) -> tuple[Any, ...]:
+        """One row of a reading statement."""
         row = self.target.execute(statement).fetchone()
         assert row is not None
         return tuple(row)

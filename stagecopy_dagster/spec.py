@@ -122,6 +122,11 @@ class TableSpec(BaseModel):
     parallel: int = Field(
         default=1, ge=1, le=64, description="Parallel COPY streams for one large table."
     )
+    diff: bool = Field(
+        default=True,
+        description="Full re-copies into a filled target compare key and row hash first and "
+        "copy only new and changed rows; false streams every row into staging.",
+    )
     pool: str = Field(
         default="stagecopy",
         description="Dagster pool: limits how many tables copy at once (per database).",

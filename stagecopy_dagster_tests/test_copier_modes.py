@@ -50,9 +50,10 @@ def ids(pg: PgPair, side: str, query: str) -> set[int]:
 # --- merge ------------------------------------------------------------------------------------
 
 
-def test_merge_inserts_updates_and_leaves_unchanged_rows_alone(orders: PgPair) -> None:
+@pytest.mark.parametrize("diff", [True, False], ids=["diff", "stream-all"])
+def test_merge_inserts_updates_and_leaves_unchanged_rows_alone(orders: PgPair, diff: bool) -> None:
     pg = orders
-    entry = {"source": ORDERS}
+    entry = {"source": ORDERS, "diff": diff}
 
     first = run_copy(pg, entry)
     assert (first.path, first.created_table) == ("direct", True)
@@ -70,8 +71,11 @@ def test_merge_inserts_updates_and_leaves_unchanged_rows_alone(orders: PgPair) -
     )
     fill_orders(pg, N + 1, N + 50)
     second = run_copy(pg, entry)
-    assert (second.path, second.created_table) == ("staged", False)
-    assert second.rows_copied == N - 20 + 50
+    assert (second.path, second.created_table) == ("diff" if diff else "staged", False)
+    # The diff compares every key in scope and copies only the new and changed rows.
+    assert (second.rows_compared, second.rows_copied) == (
+        (N - 20 + 50, N // 100 + 50) if diff else (0, N - 20 + 50)
+    )
     assert (second.inserted, second.updated, second.deleted) == (50, N // 100, 0)
     assert second.target_rows == N + 50
     assert_same_rows(pg, ORDERS, where="id NOT BETWEEN 551 AND 570")
@@ -84,7 +88,7 @@ def test_merge_inserts_updates_and_leaves_unchanged_rows_alone(orders: PgPair) -
     # Nothing changed at the source: nothing is rewritten.
     third = run_copy(pg, entry)
     assert (third.inserted, third.updated, third.deleted) == (0, 0, 0)
-    assert third.rows_copied == N + 30
+    assert third.rows_copied == (0 if diff else N + 30)
     assert xmins(pg, ORDERS) == after
     assert staging_leftovers(pg) == []
 
@@ -121,24 +125,27 @@ def test_merge_with_scope_reads_only_the_scope(orders: PgPair) -> None:
 # --- sync -------------------------------------------------------------------------------------
 
 
-def test_sync_deletes_missing_keys(orders: PgPair) -> None:
+@pytest.mark.parametrize("diff", [True, False], ids=["diff", "stream-all"])
+def test_sync_deletes_missing_keys(orders: PgPair, diff: bool) -> None:
     pg = orders
-    entry = {"source": ORDERS, "mode": "sync"}
+    entry = {"source": ORDERS, "mode": "sync", "diff": diff}
     run_copy(pg, entry)
     pg.source(
         "DELETE FROM sales.orders WHERE id % 1000 = 1",
         "UPDATE sales.orders SET note = 'changed' WHERE id % 1000 = 2",
     )
     result = run_copy(pg, entry)
-    assert result.path == "staged"
+    assert result.path == ("diff" if diff else "staged")
+    assert result.rows_copied == (N // 1000 if diff else N - N // 1000)
     assert (result.inserted, result.updated, result.deleted) == (0, N // 1000, N // 1000)
     assert result.target_rows == N - N // 1000
     assert_same_rows(pg, ORDERS)
 
 
-def test_sync_deletes_only_inside_the_scope(orders: PgPair) -> None:
+@pytest.mark.parametrize("diff", [True, False], ids=["diff", "stream-all"])
+def test_sync_deletes_only_inside_the_scope(orders: PgPair, diff: bool) -> None:
     pg = orders
-    entry = {"source": ORDERS, "mode": "sync", "where": "region = 'KR'"}
+    entry = {"source": ORDERS, "mode": "sync", "where": "region = 'KR'", "diff": diff}
     first = run_copy(pg, entry)
     kr = N - N // 3
     assert first.inserted == kr

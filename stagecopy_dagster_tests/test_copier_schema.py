@@ -173,7 +173,7 @@ def test_a_generated_target_column_is_computed_by_the_target(pg: PgPair) -> None
     assert first.inserted == 50
     pg.source("UPDATE lines SET qty = 100 WHERE id = 1", "INSERT INTO lines VALUES (51, 2, 3, -1)")
     second = run_copy(pg, {"source": "public.lines"})  # staged MERGE
-    assert (second.path, second.inserted, second.updated) == ("staged", 1, 1)
+    assert (second.path, second.inserted, second.updated) == ("diff", 1, 1)
     assert pg.target_rows("SELECT count(*) FROM lines WHERE total <> qty * price") == [(0,)]
     assert pg.target_rows("SELECT total::text FROM lines WHERE id IN (1, 51) ORDER BY id") == [
         ("150.00",),
@@ -195,7 +195,7 @@ def test_an_identity_always_target_column_takes_the_source_values(pg: PgPair) ->
     assert (first.path, first.inserted) == ("direct", 50)
     pg.source("UPDATE t SET v = 'w' WHERE id <= 30", "INSERT INTO t VALUES (1000, 'new', 'n')")
     second = run_copy(pg, {"source": "public.t"})
-    assert (second.path, second.inserted, second.updated) == ("staged", 1, 3)
+    assert (second.path, second.inserted, second.updated) == ("diff", 1, 3)
     assert_same_rows(pg, "t")
     # Keyed on another column, the identity column is inserted but never updated.
     pg.source("UPDATE t SET v = 'k' WHERE code = 'c1'")

@@ -160,12 +160,13 @@ def assert_byte_identical(pg: PgPair) -> None:
     )
 
 
+@pytest.mark.parametrize("diff", [True, False], ids=["diff", "stream-all"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_types_round_trip_byte_identically(pg: PgPair, variant: str) -> None:
+def test_types_round_trip_byte_identically(pg: PgPair, variant: str, diff: bool) -> None:
     create_types_table(pg, variant)
     expected_format = "binary" if variant == "binary" else "text"
     total = 8 + (2000 - 100 + 1)
-    entry = {"source": "public.types"}
+    entry = {"source": "public.types", "diff": diff}
 
     first = run_copy(pg, entry)
     assert (first.path, first.copy_format) == ("direct", expected_format)
@@ -183,9 +184,10 @@ def test_types_round_trip_byte_identically(pg: PgPair, variant: str) -> None:
         "UPDATE types SET t = NULL WHERE id = 4",
     )
     second, report = run_and_check(pg, entry)
-    assert (second.path, second.copy_format) == ("staged", expected_format)
+    assert (second.path, second.copy_format) == ("diff" if diff else "staged", expected_format)
+    # The diff's row hash sees what the byte image sees: the same 4 rows, and only those.
     assert (second.rows_copied, second.inserted, second.updated, second.deleted) == (
-        total,
+        4 if diff else total,
         0,
         4,
         0,
@@ -196,6 +198,7 @@ def test_types_round_trip_byte_identically(pg: PgPair, variant: str) -> None:
 
     unchanged = run_copy(pg, entry)
     assert (unchanged.inserted, unchanged.updated) == (0, 0)
+    assert unchanged.rows_copied == (0 if diff else total)
 
 
 def test_empty_string_and_null_stay_apart(pg: PgPair) -> None:

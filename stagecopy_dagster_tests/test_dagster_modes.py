@@ -112,10 +112,11 @@ def assert_common_metadata(
 
 
 # (mode, extra spec keys, first run, second run): each run is
-# (rows_copied, inserted, updated, deleted, target rows).
+# (rows_copied, inserted, updated, deleted, target rows). The second merge and sync compare all
+# 48 keys in scope (stagecopy/rows_compared) and copy only the 2 new and 3 changed rows.
 CASES = {
-    "merge": ({}, (50, 50, 0, 0, 50), (48, 2, 3, 0, 52)),
-    "sync": ({}, (50, 50, 0, 0, 50), (48, 2, 3, 4, 48)),
+    "merge": ({}, (50, 50, 0, 0, 50), (5, 2, 3, 0, 52)),
+    "sync": ({}, (50, 50, 0, 0, 50), (5, 2, 3, 4, 48)),
     "replace": ({}, (50, 50, 0, 0, 50), (48, 48, 0, 50, 48)),
     # Append with a watermark: only rows past the target's max `seen` in scope are new.
     "append": ({"incremental_field": "seen"}, (50, 50, 0, 0, 50), (2, 2, 0, 0, 52)),
@@ -145,6 +146,8 @@ def test_each_mode_reports_exact_counts(pair: PgPair, mode: str) -> None:
             )
         )
         assert (*counts, meta["dagster/row_count"]) == expected
+        compared = 48 if run and mode in ("merge", "sync") else 0
+        assert meta["stagecopy/rows_compared"] == compared
         assert_common_metadata(pg, meta, table=table, mode=mode, scope=SCOPE)
         check = only_check(result)
         assert check.passed, check.description

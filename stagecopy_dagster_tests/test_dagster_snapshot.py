@@ -116,8 +116,8 @@ def test_writer_during_copy_causes_no_false_alarm_but_real_drift_is_reported(
         target_url=pair.target_url,
     )
 
-    # First copy (straight into the new table), then a MERGE over it, both under writes.
-    for path in ("direct", "staged"):
+    # First copy (straight into the new table), then a diff and MERGE over it, both under writes.
+    for path in ("direct", "diff"):
         result, during = copy_while_writing(pair, defs)
         assert during > 0, "the writer must have written while the copy ran"
         meta = result.get_asset_materialization_events()[0].materialization.metadata

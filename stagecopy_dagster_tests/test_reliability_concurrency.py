@@ -119,7 +119,7 @@ def test_concurrent_runs_of_one_table_serialize(pg: PgPair) -> None:
         first = run_at_once(2, lambda: runner.replicate(spec, *resources(pg)))
     assert sorted(r.result.created_table for r in first) == [False, True]
     late = next(r.result for r in first if not r.result.created_table)
-    assert (late.path, late.inserted, late.updated) == ("staged", 0, 0)
+    assert (late.path, late.inserted, late.updated) == ("diff", 0, 0)
 
     # Four runs after a change: exactly one applies it, the three others find it applied.
     pg.source("UPDATE items SET n = n + 1 WHERE id % 100 = 0", "DELETE FROM items WHERE id < 11")

@@ -14,6 +14,7 @@ path (UNLOGGED staging -> MERGE) runs and a half-applied copy would show in the 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,6 +62,8 @@ _FIND_BACKEND = (
     "AND (%s::text IS NULL OR wait_event_type = %s) LIMIT 1"
 )
 #: What libpq reports when the server ends a session mid-stream (the FATAL may not arrive first).
+#: The start of a failed copy's message: the whole rows' stream, or the diff's key stream.
+COPY_FAILED = r"{}: copy(_keys)? failed"
 _CONNECTION_LOST = "server closed the connection unexpectedly"
 _TERMINATED = "terminating connection due to administrator command"
 _STAGECOPY_BACKENDS = (
@@ -188,14 +191,19 @@ def big_print(big: PgPair) -> tuple[Any, ...]:
     return fingerprint(big.source_admin_url, "public.big")
 
 
-@pytest.fixture
+@pytest.fixture(params=[True, False], ids=["diff", "stream-all"])
 def big_target(big: PgPair, request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, Any]]]:
-    """A stale copy of `big` in a target schema of this test's own: (relation, spec entry)."""
-    schema = "f_" + request.node.name.removeprefix("test_")[:40].replace("[", "_").rstrip("]")
+    """A stale copy of `big` in a target schema of this test's own: (relation, spec entry).
+
+    Each test runs on both re-copy paths: the diff (a stream of keys and row hashes, then the
+    changed rows) and `diff: false` (every row streamed into staging).
+    """
+    name = request.node.name.removeprefix("test_").replace("[", "_").rstrip("]")
+    schema = f"f_{name[:30]}_{request.param_index}"
     relation = f"{schema}.big"
     big.target(f"CREATE SCHEMA {schema}", *big_table(relation, stale=True))
     try:
-        yield relation, {"source": "public.big", "target": relation}
+        yield relation, {"source": "public.big", "target": relation, "diff": request.param}
     finally:
         big.target(f"DROP SCHEMA {schema} CASCADE")
 
@@ -217,7 +225,8 @@ def test_source_backend_terminated_mid_copy_fails_with_one_attempt(
         with pytest.raises(TransientCopyError) as caught:
             future.result(timeout=60)
     message = str(caught.value)
-    assert caught.value.table == relation and message.startswith(f"{relation}: copy failed")
+    assert caught.value.table == relation
+    assert re.match(COPY_FAILED.format(re.escape(relation)), message), message
     assert _CONNECTION_LOST in message or _TERMINATED in message, message
     assert fingerprint(big.target_admin_url, relation) == before
     assert staging_leftovers(big) == []
@@ -242,7 +251,8 @@ def test_source_backend_terminated_mid_copy_is_retried(
         done = future.result(timeout=120)
     assert len(retried) == 1 and isinstance(retried[0], TransientCopyError)
     assert done.report is not None and done.report.passed
-    assert done.result.rows_copied == BIG_ROWS and done.result.updated == BIG_ROWS // 10
+    copied = BIG_ROWS // 10 if entry["diff"] else BIG_ROWS  # the diff copies the stale tenth
+    assert done.result.rows_copied == copied and done.result.updated == BIG_ROWS // 10
     assert fingerprint(big.target_admin_url, relation) == big_print
     assert staging_leftovers(big) == []
 
@@ -260,7 +270,7 @@ def test_target_backend_terminated_mid_copy(
         terminate(big.target_admin_url, find_backend(big.target_admin_url, ["COPY%"]))
         with pytest.raises(TransientCopyError) as caught:
             future.result(timeout=60)
-    assert str(caught.value).startswith(f"{relation}: copy failed"), caught.value
+    assert re.match(COPY_FAILED.format(re.escape(relation)), str(caught.value)), caught.value
     assert _CONNECTION_LOST in str(caught.value) or _TERMINATED in str(caught.value)
     wait_until_no_backends(big.target_admin_url)
     assert fingerprint(big.target_admin_url, relation) == before

@@ -297,11 +297,11 @@ def test_least_privileges_suffice_for_an_existing_table(
 ) -> None:
     source_url, target_url = minimal_roles
     source, target = PostgresResource(url=source_url), PostgresResource(url=target_url)
-    for mode in ("merge", "sync"):
+    for mode, diff in (("merge", True), ("sync", True), ("merge", False), ("sync", False)):
         done = runner.replicate(
-            table_spec({"source": "public.items", "mode": mode}), source, target
+            table_spec({"source": "public.items", "mode": mode, "diff": diff}), source, target
         )
-        assert done.result.path == "staged"
+        assert done.result.path == ("diff" if diff else "staged")
         assert done.report is not None and done.report.passed, done.report
     assert any_pg.target_rows(
         "SELECT count(*), count(*) FILTER (WHERE v = 'stale') FROM items"
