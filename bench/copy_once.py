@@ -79,6 +79,7 @@ def run_job(job: dict[str, Any], source_url: str, target_url: str) -> dict[str, 
         mode=job.get("mode", "merge"),
         incremental=job.get("incremental", False),
         parallel=int(job.get("parallel", 1)),
+        diff=bool(job.get("diff", True)),
     )
     out: dict[str, Any] = {"baseline_rss_kb": status_kb("VmRSS"), "peak_reset": peak_reset}
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -102,7 +103,10 @@ def run_job(job: dict[str, Any], source_url: str, target_url: str) -> dict[str, 
         result, seconds = run_copy(source_url, target_url, spec, options=options)
         out.update(
             seconds=seconds,
-            rows=result.rows_copied,
+            # The rows the path handled: compared by the diff, else copied (for rows/s).
+            rows=max(result.rows_copied, result.rows_compared),
+            rows_copied=result.rows_copied,
+            rows_compared=result.rows_compared,
             path=result.path,
             copy_format=result.copy_format,
             inserted=result.inserted,

@@ -31,6 +31,7 @@ def table_spec(
     mode: str,
     incremental: bool = False,
     parallel: int = 1,
+    diff: bool = True,
 ) -> TableSpec:
     """One table entry as a user would write it in replication.yaml."""
     entry: dict[str, object] = {
@@ -38,6 +39,7 @@ def table_spec(
         "target": f"{target.schema}.{target.name}",
         "mode": mode,
         "parallel": parallel,
+        "diff": diff,
     }
     if incremental:
         entry["incremental_field"] = "updated_at"

@@ -131,9 +131,11 @@ class Runner:
         incremental: bool = False,
         check_only: bool = False,
         parallel: int = 1,
+        diff: bool = True,
     ) -> dict[str, Any]:
         """One job for the `bench.copy_once --serve` worker; its JSON report."""
         job = {
+            "diff": diff,
             "source": f"{source.schema}.{source.name}",
             "target": f"{target.schema}.{target.name}",
             "mode": mode,
@@ -289,7 +291,8 @@ class Runner:
 
     def round(self, run: int) -> None:
         # Distinct 1% slices: updates from 0..49, deletes from 50..99.
-        first, second, gone = (2 * run) % 50, (2 * run + 1) % 50, 50 + run % 50
+        first, second, third = (3 * run) % 50, (3 * run + 1) % 50, (3 * run + 2) % 50
+        gone = 50 + run % 50
         n = self.source_digest.rows
 
         self.floor("F2", run, FLOOR_STAGING, primary_key=False, verify=run == 0)
@@ -309,16 +312,29 @@ class Runner:
             "a", TARGET_TABLE, self.source_digest, lambda: self.update_slice(first)
         )
         self.checkpoint()
+        # The default: keys and row hashes compared first, only the changed rows copied.
         b = self.record("b", run, self.copier(mode="merge"))
-        # Staged: every row through UNLOGGED staging; diff: keys and row hashes compared first,
-        # only new and changed rows copied. Either way the counts and the digest must hold.
-        if b.detail["path"] not in ("staged", "diff"):
-            raise BenchFailure(f"b: path is {b.detail['path']}, expected staged or diff")
+        self.expect("b", "path", b.detail["path"], "diff")
+        self.expect("b", "(compared, copied)", (b.rows, b.detail["rows_copied"]), (n, changed))
         self.expect(
             "b", "(inserted, updated)", (b.detail["inserted"], b.detail["updated"]), (0, changed)
         )
         changed = self.verify_during(
             "b", TARGET_TABLE, self.source_digest, lambda: self.update_slice(second)
+        )
+        # (b_all) the same with `diff: false`: every row through staging into MERGE.
+        self.checkpoint()
+        b_all = self.record("b_all", run, self.copier(mode="merge", diff=False))
+        self.expect("b_all", "path", b_all.detail["path"], "staged")
+        self.expect("b_all", "rows copied", b_all.rows, n)
+        self.expect(
+            "b_all",
+            "(inserted, updated)",
+            (b_all.detail["inserted"], b_all.detail["updated"]),
+            (0, changed),
+        )
+        changed = self.verify_during(
+            "b_all", TARGET_TABLE, self.source_digest, lambda: self.update_slice(third)
         )
 
         # (c) incremental: the index an incremental first run would have created, 1% more changed.
