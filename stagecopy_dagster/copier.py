@@ -224,6 +224,8 @@ class TableCopier:
         self.label = table.label
         self.target_name = table.target_table
         self._compared = 0
+        self._deferred_indexes: list[sql.Composed] = []
+        """Key and index of a table this run created: built once its rows are in."""
 
     # -- the algorithm --------------------------------------------------------------------
 
@@ -426,12 +428,18 @@ class TableCopier:
             self._exec(st.create_schema(target.schema))
             self._schema_created = True
         key = plan.key if self.table.mode.needs_key or self.table.primary_key else None
-        self._exec(st.create_table(target, plan.columns, key))
+        # The key and the watermark's index are built after the COPY: one sort is faster than
+        # a B-tree insert per row (4.7 s instead of 6.0 s for 1M rows).
+        self._exec(st.create_table(target, plan.columns, None))
+        if key:
+            self._deferred_indexes.append(st.add_primary_key(target, key))
         if self.table.incremental_field:
             # Not `<table>_<field>_idx`: clipped to 63 bytes that can equal a long table's name.
             digest = hashlib.sha1(f"{target.schema}.{target.name}".encode()).hexdigest()[:10]
             index = clip_identifier(f"stagecopy_{digest}_{self.table.incremental_field}")
-            self._exec(st.create_index(target, index, self.table.incremental_field))
+            self._deferred_indexes.append(
+                st.create_index(target, index, self.table.incremental_field)
+            )
 
     def _watermark(self) -> Any:
         spec = self.table
@@ -579,7 +587,26 @@ class TableCopier:
             # may have caught a repeated or NULL key, so look before committing.
             with self._step("duplicates"):
                 self._refuse_duplicates(self.target_name, plan.key)
+        self._build_deferred_indexes(plan.key)
         return rows, rows, 0, deleted, nbytes
+
+    def _build_deferred_indexes(self, key: Sequence[str]) -> None:
+        """Add the key and index of a table created by this run, now that its rows are in."""
+        statements, self._deferred_indexes = self._deferred_indexes, []
+        if not statements:
+            return
+        with self._step("index"):
+            self._exec(sql.SQL("SAVEPOINT stagecopy_index"))
+            try:
+                for statement in statements:
+                    self._exec(statement)
+            except (pg_errors.UniqueViolation, pg_errors.NotNullViolation) as exc:
+                self._exec(sql.SQL("ROLLBACK TO SAVEPOINT stagecopy_index"))
+                self._refuse_duplicates(self.target_name, key)  # names the repeated keys
+                raise DuplicateKeyError(
+                    f"the copied rows do not fit the key: {describe_db_error(exc)}",
+                    table=self.label,
+                ) from exc
 
     def _copy_staged(
         self,
@@ -625,7 +652,7 @@ class TableCopier:
         if diffed is None or rows or self.dry_run:
             with self._step("merge"):
                 self._exec(st.set_local("work_mem", self.options.merge_work_mem))
-                if self._few_rows(rows):
+                if self._few_rows(rows, self._compared):
                     # A few staged rows against a big table: probe the key index (nested loop)
                     # instead of hashing every target row (3.0 s -> 1.0 s for 10k of 1M rows).
                     self._exec(st.set_local("random_page_cost", "1.1"))
@@ -817,10 +844,15 @@ class TableCopier:
             )
         return _Diff(changed_table, gone_column, gone), rows, key_bytes + nbytes
 
-    def _few_rows(self, staged_rows: int) -> bool:
-        """Whether the staged rows are a small share (< 5%) of the target's estimated size."""
+    def _few_rows(self, staged_rows: int, compared: int = 0) -> bool:
+        """Whether the staged rows are a small share (< 5%) of the target's size.
+
+        The size is the planner's estimate, or the rows the diff compared when that is larger
+        (a table loaded moments ago by this tool has not been analyzed yet: estimate -1).
+        """
         estimate = self._scalar(st.ESTIMATED_ROWS, (str(self.target_name),))
-        return estimate is not None and staged_rows * 20 < float(estimate)
+        size = max(float(estimate) if estimate is not None else 0.0, float(compared))
+        return staged_rows * 20 < size
 
     @staticmethod
     def _keys_binary(columns: Sequence[Column], key: Sequence[str], fmt: CopyFormat) -> bool:

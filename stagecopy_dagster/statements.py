@@ -245,6 +245,11 @@ def create_table(
     return sql.SQL("CREATE TABLE {} ({})").format(table.identifier, sql.SQL(", ").join(defs))
 
 
+def add_primary_key(table: QualifiedName, key: Sequence[str]) -> sql.Composed:
+    """`ALTER TABLE ... ADD PRIMARY KEY`: built after the first load, by one sort."""
+    return sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(table.identifier, column_list(key))
+
+
 def create_index(table: QualifiedName, index_name: str, column: str) -> sql.Composed:
     """`CREATE INDEX name ON table (column)` (the watermark column of a created table)."""
     return sql.SQL("CREATE INDEX {} ON {} ({})").format(

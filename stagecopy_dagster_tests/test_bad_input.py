@@ -245,7 +245,7 @@ CASES = [
         "duplicate keys into a new table",
         {"source": "public.nokey", "primary_key": "id"},
         DuplicateKeyError,
-        ("public.nokey: ", "break the target's key", "duplicate key value"),
+        ("public.nokey: ", "the source rows in scope repeat or lack the key (id)", "(1) x2"),
     ),
     Case(
         "duplicate keys into an existing table without a unique index",
@@ -257,7 +257,7 @@ CASES = [
         "NULL keys",
         {"source": "public.nullkey", "primary_key": "id"},
         DuplicateKeyError,
-        ("public.nullkey: ", "break the target's key or NOT NULL", "null value"),
+        ("public.nullkey: ", "repeat or lack the key (id)", "(NULL) x1"),
     ),
     Case(
         "incompatible column types",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stagecopy_dagster.errors import SchemaMismatchError
+from stagecopy_dagster.errors import DuplicateKeyError, SchemaMismatchError
 from stagecopy_dagster_tests.copyhelpers import (
     assert_same_rows,
     checksum,
@@ -397,3 +397,29 @@ def test_a_key_column_generated_in_the_target_is_refused(pg: PgPair) -> None:
         run_copy(pg, {"source": "public.g"})
     assert str(info.value) == "public.g: key column 'id' is generated in the target"
     assert pg.target_rows("SELECT count(*) FROM g") == [(0,)]
+
+
+def test_a_created_tables_key_and_watermark_index_are_built_after_the_load(pg: PgPair) -> None:
+    pg.source(
+        "CREATE TABLE ev (id bigint PRIMARY KEY, at timestamptz NOT NULL)",
+        "INSERT INTO ev SELECT g, now() FROM generate_series(1, 500) g",
+    )
+    result = run_copy(pg, {"source": "public.ev", "incremental_field": "at"})
+    assert (result.path, result.inserted) == ("direct", 500)
+    assert list(result.steps).index("index") > list(result.steps).index("copy")
+    assert primary_key_of(pg, "target", "ev") == ["id"]
+    indexes = pg.target_rows(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'ev' AND indexdef NOT LIKE '%pkey%'"
+    )
+    assert len(indexes) == 1 and indexes[0][0].endswith("USING btree (at)")
+
+
+def test_repeated_keys_in_a_created_append_table_name_the_keys(pg: PgPair) -> None:
+    pg.source(
+        "CREATE TABLE dup (id int, v text)",
+        "INSERT INTO dup VALUES (1, 'a'), (2, 'b'), (2, 'c')",
+    )
+    with pytest.raises(DuplicateKeyError, match=r"repeat or lack the key \(id\): \(2\) x2"):
+        run_copy(pg, {"source": "public.dup", "mode": "append", "primary_key": ["id"]})
+    assert pg.target_rows("SELECT to_regclass('public.dup')::text") == [(None,)]
+    assert staging_leftovers(pg) == []

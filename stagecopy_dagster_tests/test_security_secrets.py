@@ -202,7 +202,7 @@ def test_no_password_or_dsn_in_a_dagster_run(
     messages = sorted(str(e.step_failure_data.error) for e in failures)  # type: ignore[union-attr]
     assert len(messages) == 2
     assert any("public.missing: source table public.missing does not exist" in m for m in messages)
-    assert any("public.dup: " in m and "duplicate key value" in m for m in messages)
+    assert any("public.dup: " in m and "repeat or lack the key" in m for m in messages)
     # The run did log where it copied from (without the password), and the captured console
     # output holds the run's log too: the searches below looked at real text.
     assert f"{READER}@127.0.0.1:{any_pg.cluster.port}/{any_pg.source_db}" in traces
