@@ -176,6 +176,18 @@ class _Diff:
     gone_column: str
     """Flags the keys to delete (sync): in the target's scope, no longer at the source."""
     gone: int
+    gone_table: QualifiedName | None = None
+    """Where the keys to delete are instead, when they were found by a separate anti-join."""
+
+    def delete(self, target: QualifiedName, key: Sequence[str]) -> sql.Composed:
+        """The DELETE of the target rows whose keys left the source scope."""
+        if self.gone_table is not None:
+            return st.delete_gone(target, self.gone_table, key=key)
+        return st.delete_gone(target, self.changed, key=key, gone_column=self.gone_column)
+
+    def tables(self) -> list[QualifiedName]:
+        """The tables the diff left behind, to drop."""
+        return [self.changed] + ([self.gone_table] if self.gone_table is not None else [])
 
 
 def _free_name(base: str, taken: Sequence[str]) -> str:
@@ -630,7 +642,7 @@ class TableCopier:
             with self._step("staging"):
                 self._exec(st.create_staging(staging, self.target_name, names))
             if diff:
-                diffed, rows, nbytes = self._stage_changed(plan, columns, fmt, staging)
+                diffed, rows, nbytes = self._stage_changed(plan, columns, fmt, staging, version)
             else:
                 rows, nbytes = self._stream(
                     self._source_select(plan, names, watermark),
@@ -696,14 +708,7 @@ class TableCopier:
                 if diffed is not None:  # the diff found them already
                     keys = diffed.changed
                     if diffed.gone or self.dry_run:
-                        deleted = self._exec(
-                            st.delete_gone(
-                                self.target_name,
-                                diffed.changed,
-                                key=key,
-                                gone_column=diffed.gone_column,
-                            )
-                        )
+                        deleted = self._exec(diffed.delete(self.target_name, key))
                 elif watermark is not None:
                     keys = QualifiedName(self.target_name.schema, staging_table_name())
                     self._exec(st.create_staging(keys, self.target_name, key))
@@ -724,8 +729,8 @@ class TableCopier:
                     self._exec(st.drop_table(keys))
         with self._step("drop_staging"):
             self._exec(st.drop_table(staging))
-            if diffed is not None:
-                self._exec(st.drop_table(diffed.changed))
+            for table in diffed.tables() if diffed is not None else []:
+                self._exec(st.drop_table(table))
         return rows, inserted, updated, deleted, nbytes
 
     # -- the diff path ------------------------------------------------------------------------
@@ -750,7 +755,12 @@ class TableCopier:
         )
 
     def _stage_changed(
-        self, plan: SourcePlan, columns: Sequence[Column], fmt: CopyFormat, staging: QualifiedName
+        self,
+        plan: SourcePlan,
+        columns: Sequence[Column],
+        fmt: CopyFormat,
+        staging: QualifiedName,
+        version: int,
     ) -> tuple[_Diff, int, int]:
         """Stage only the source rows that are new to the target or differ from it.
 
@@ -772,6 +782,10 @@ class TableCopier:
         hash_column = _free_name("_stagecopy_hash", key)
         gone_column = _free_name("_stagecopy_gone", key)
         sync = self.table.mode is Mode.SYNC
+        # PostgreSQL 16 runs a FULL JOIN with parallel workers: one join finds changed and gone
+        # keys. On 15 a FULL JOIN runs alone (1.3 s more for 1M rows); an anti-join does not.
+        full_join = sync and version >= 160000
+        gone_table: QualifiedName | None = None
         keys_table = QualifiedName(self.target_name.schema, staging_table_name())
         with self._step("staging"):
             self._exec(
@@ -802,9 +816,16 @@ class TableCopier:
                     hash_column=hash_column,
                     gone_column=gone_column,
                     sync_scope=self.table.where,
-                    sync=sync,
+                    sync=full_join,
                 )
             )
+            if sync and not full_join:
+                gone_table = QualifiedName(self.target_name.schema, staging_table_name())
+                self._exec(
+                    st.create_gone_keys(
+                        gone_table, keys_table, self.target_name, key=key, where=self.table.where
+                    )
+                )
             for name in st.EAGER_PARALLEL:
                 self._exec(st.reset_local(name))
             self._exec(st.drop_table(keys_table))
@@ -812,6 +833,8 @@ class TableCopier:
             if not self.dry_run:
                 counts = self._fetch(st.count_changed(changed_table, gone_column))
                 changed, gone = int(counts[0]), int(counts[1])
+                if gone_table is not None:
+                    gone = int(self._scalar(st.count_rows(gone_table)))
         rows = nbytes = 0
         copy_in = st.copy_in(staging.identifier, names, fmt)
         if changed * 2 > compared:
@@ -842,7 +865,7 @@ class TableCopier:
                 f"{rows:,} of them",
                 table=self.label,
             )
-        return _Diff(changed_table, gone_column, gone), rows, key_bytes + nbytes
+        return _Diff(changed_table, gone_column, gone, gone_table), rows, key_bytes + nbytes
 
     def _few_rows(self, staged_rows: int, compared: int = 0) -> bool:
         """Whether the staged rows are a small share (< 5%) of the target's size.

@@ -576,15 +576,46 @@ def count_changed(changed: QualifiedName, gone_column: str) -> sql.Composed:
     ).format(gone=sql.Identifier(gone_column), changed=changed.identifier)
 
 
-def delete_gone(
-    target: QualifiedName, changed: QualifiedName, *, key: Sequence[str], gone_column: str
+def create_gone_keys(
+    gone: QualifiedName,
+    keys: QualifiedName,
+    target: QualifiedName,
+    *,
+    key: Sequence[str],
+    where: CheckedSql | None,
 ) -> sql.Composed:
-    """Delete the target rows whose keys the diff flagged as gone from the source scope."""
-    return sql.SQL("DELETE FROM {} AS t USING {} AS c WHERE {} AND {}").format(
+    """Stage the keys of target rows in scope that are not among the source's `keys`.
+
+    Sync's deletes on PostgreSQL 15, which cannot run the diff's FULL JOIN in parallel: an
+    anti-join that can. The scope stands outside the sub-select, where the only relation is
+    the target, so its unqualified column names cannot be captured by the keys table.
+    """
+    missing = sql.SQL("NOT EXISTS (SELECT FROM {} AS k WHERE {})").format(
+        keys.identifier, _join_on(key, "k", "t")
+    )
+    return sql.SQL(
+        "CREATE UNLOGGED TABLE {} WITH (autovacuum_enabled = false) AS SELECT {} FROM {} AS t{}"
+    ).format(
+        gone.identifier,
+        column_list(key, alias="t"),
         target.identifier,
-        changed.identifier,
-        sql.Identifier("c", gone_column),
-        _join_on(key, "t", "c"),
+        scope_filter(where, extra=missing),
+    )
+
+
+def delete_gone(
+    target: QualifiedName,
+    gone: QualifiedName,
+    *,
+    key: Sequence[str],
+    gone_column: str | None = None,
+) -> sql.Composed:
+    """Delete the target rows whose keys are staged in `gone` (flagged in `gone_column`)."""
+    join = _join_on(key, "t", "c")
+    if gone_column is not None:
+        join = sql.SQL("{} AND {}").format(sql.Identifier("c", gone_column), join)
+    return sql.SQL("DELETE FROM {} AS t USING {} AS c WHERE {}").format(
+        target.identifier, gone.identifier, join
     )
 
 

@@ -448,3 +448,28 @@ def test_changed_key_arrays_page_through_the_keys_to_copy_in_key_order() -> None
         'SELECT array_agg("a")::text, array_agg("b")::text FROM (SELECT "a", "b" FROM '
         '"sales"."_stagecopy_c" WHERE NOT "g" ORDER BY "a", "b" OFFSET 200 LIMIT 100) AS c'
     )
+
+
+def test_gone_keys_anti_join_keeps_the_scope_outside_the_sub_select() -> None:
+    keys = QualifiedName("sales", "_stagecopy_k")
+    gone = QualifiedName("sales", "_stagecopy_g")
+    statement = st.create_gone_keys(gone, keys, TARGET, key=["id"], where=SCOPE)
+    assert text(statement) == (
+        'CREATE UNLOGGED TABLE "sales"."_stagecopy_g" WITH (autovacuum_enabled = false) AS '
+        f'SELECT "t"."id" FROM {T} AS t WHERE (region = \'KR\' AND amount > 0) AND '
+        'NOT EXISTS (SELECT FROM "sales"."_stagecopy_k" AS k WHERE "k"."id" = "t"."id")'
+    )
+
+
+def test_delete_gone_from_a_flagged_or_a_plain_key_table() -> None:
+    changed = QualifiedName("sales", "_stagecopy_c")
+    flagged = st.delete_gone(TARGET, changed, key=["id"], gone_column="g")
+    assert text(flagged) == (
+        f'DELETE FROM {T} AS t USING "sales"."_stagecopy_c" AS c '
+        'WHERE "c"."g" AND "t"."id" = "c"."id"'
+    )
+    plain = st.delete_gone(TARGET, changed, key=["a", "b"])
+    assert text(plain) == (
+        f'DELETE FROM {T} AS t USING "sales"."_stagecopy_c" AS c '
+        'WHERE "t"."a" = "c"."a" AND "t"."b" = "c"."b"'
+    )
