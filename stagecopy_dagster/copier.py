@@ -683,13 +683,12 @@ class TableCopier:
                             )
                         )
                         inserted, updated, deleted = (int(v) for v in row)
-                    else:
-                        before = int(self._scalar(st.count_rows(self.target_name)))
+                    else:  # no RETURNING: the inserts are the staged keys the target lacks
+                        new_keys = st.count_new_keys(staging, self.target_name, key=key)
+                        inserted = 0 if self.dry_run else int(self._scalar(new_keys))
                         affected = self._exec(
                             st.merge(self.target_name, staging, columns=columns, key=key)
                         )
-                        after = int(self._scalar(st.count_rows(self.target_name)))
-                        inserted = after - before
                         updated = affected - inserted
                 except (
                     pg_errors.UniqueViolation,

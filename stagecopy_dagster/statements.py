@@ -417,6 +417,19 @@ def merge(
     ).format(stmt)
 
 
+def count_new_keys(
+    staging: QualifiedName, target: QualifiedName, *, key: Sequence[str]
+) -> sql.Composed:
+    """How many staged keys the target does not hold yet: the MERGE's inserts (PG 15/16).
+
+    With few staged rows this probes the target's key index, instead of counting the whole
+    target before and after the MERGE.
+    """
+    return sql.SQL(
+        "SELECT count(*) FROM {} AS s WHERE NOT EXISTS (SELECT FROM {} AS t WHERE {})"
+    ).format(staging.identifier, target.identifier, _join_on(key, "t", "s"))
+
+
 def delete_missing(
     target: QualifiedName, keys: QualifiedName, *, key: Sequence[str], where: CheckedSql | None
 ) -> sql.Composed:

@@ -473,3 +473,11 @@ def test_delete_gone_from_a_flagged_or_a_plain_key_table() -> None:
         f'DELETE FROM {T} AS t USING "sales"."_stagecopy_c" AS c '
         'WHERE "t"."a" = "c"."a" AND "t"."b" = "c"."b"'
     )
+
+
+def test_count_new_keys_probes_the_target_by_key() -> None:
+    statement = st.count_new_keys(STAGING, TARGET, key=["a", "b"])
+    assert text(statement) == (
+        f"SELECT count(*) FROM {S} AS s WHERE NOT EXISTS (SELECT FROM {T} AS t "
+        'WHERE "t"."a" = "s"."a" AND "t"."b" = "s"."b")'
+    )
