@@ -324,6 +324,11 @@ def create_staging_table(staging: QualifiedName, columns: Sequence[Column]) -> s
     )
 
 
+def analyze(table: QualifiedName) -> sql.Composed:
+    """`ANALYZE table`: statistics for a freshly loaded staging table."""
+    return sql.SQL("ANALYZE {}").format(table.identifier)
+
+
 def drop_table(table: QualifiedName) -> sql.Composed:
     """`DROP TABLE IF EXISTS table`."""
     return sql.SQL("DROP TABLE IF EXISTS {}").format(table.identifier)
