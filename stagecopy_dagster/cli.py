@@ -11,6 +11,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import dagster as dg
 
@@ -95,7 +96,7 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
     try:
         with _instance() as instance:
             result = dg.materialize(
-                list(defs.assets or []),
+                cast(list[dg.AssetsDefinition], list(defs.assets or [])),
                 selection=selection,
                 resources=defs.resources,
                 instance=instance,

@@ -64,7 +64,7 @@ def _qualify(node: object, alias: str) -> None:
             _qualify(node.testexpr, alias)
         return
     if isinstance(node, ast.ColumnRef):
-        fields = node.fields
+        fields = node.fields or ()
         if len(fields) == 1 and isinstance(fields[0], ast.String):
             node.fields = (ast.String(alias), fields[0])
         return
@@ -85,7 +85,7 @@ class _Inspector(Visitor):  # type: ignore[misc]
         self.problems: list[str] = []
 
     def visit_FuncCall(self, ancestors: object, node: ast.FuncCall) -> None:  # noqa: N802
-        names = [getattr(part, "sval", "") for part in node.funcname]
+        names = [getattr(part, "sval", "") for part in node.funcname or ()]
         self.functions.append((names[0], names[-1]) if len(names) > 1 else (None, names[-1]))
 
     def visit_SelectStmt(self, ancestors: object, node: ast.SelectStmt) -> None:  # noqa: N802
@@ -100,6 +100,11 @@ class _Inspector(Visitor):  # type: ignore[misc]
     visit_UpdateStmt = visit_InsertStmt  # noqa: N815
     visit_DeleteStmt = visit_InsertStmt  # noqa: N815
     visit_MergeStmt = visit_InsertStmt  # noqa: N815
+
+
+def _set_operation(stmt: ast.SelectStmt) -> str:
+    """`SETOP_NONE` for a plain SELECT, else the UNION/INTERSECT/EXCEPT it is."""
+    return "SETOP_NONE" if stmt.op is None else stmt.op.name
 
 
 def _parse_one(text: str, *, what: str) -> ast.RawStmt:
@@ -134,7 +139,7 @@ def parse_where(text: str) -> CheckedSql:
         raise UnsafeSqlError(f"{what} is empty (leave the key out for all rows)")
     raw = _parse_one("SELECT 1 WHERE " + text, what=what)
     stmt: Any = raw.stmt
-    if not isinstance(stmt, ast.SelectStmt) or stmt.op.name != "SETOP_NONE":
+    if not isinstance(stmt, ast.SelectStmt) or _set_operation(stmt) != "SETOP_NONE":
         raise UnsafeSqlError(f"{what} must be one boolean expression")
     extra = [
         clause
@@ -168,7 +173,7 @@ def parse_query(text: str) -> CheckedSql:
     if not isinstance(stmt, ast.SelectStmt):
         kind = type(stmt).__name__.removesuffix("Stmt").upper()
         raise UnsafeSqlError(f"{what} must be a SELECT, got {kind}")
-    if stmt.valuesLists and stmt.op.name == "SETOP_NONE" and not stmt.targetList:
+    if stmt.valuesLists and _set_operation(stmt) == "SETOP_NONE" and not stmt.targetList:
         raise UnsafeSqlError(f"{what} must be a SELECT, got VALUES")
     functions = _inspect(stmt, what=what)
     return CheckedSql(RawStream()(stmt), functions)
