@@ -175,7 +175,6 @@ class _Diff:
     changed: QualifiedName
     gone_column: str
     """Flags the keys to delete (sync): in the target's scope, no longer at the source."""
-    gone: int
     gone_table: QualifiedName | None = None
     """Where the keys to delete are instead, when they were found by a separate anti-join."""
 
@@ -706,8 +705,7 @@ class TableCopier:
                 keys = staging
                 if diffed is not None:  # the diff found them already
                     keys = diffed.changed
-                    if diffed.gone or self.dry_run:
-                        deleted = self._exec(diffed.delete(self.target_name, key))
+                    deleted = self._exec(diffed.delete(self.target_name, key))
                 elif watermark is not None:
                     keys = QualifiedName(self.target_name.schema, staging_table_name())
                     self._exec(st.create_staging(keys, self.target_name, key))
@@ -833,12 +831,9 @@ class TableCopier:
             for name in st.EAGER_PARALLEL:
                 self._exec(st.reset_local(name))
             self._exec(st.drop_table(keys_table))
-            changed = gone = 0
+            changed = 0
             if not self.dry_run:
-                counts = self._fetch(st.count_changed(changed_table, gone_column))
-                changed, gone = int(counts[0]), int(counts[1])
-                if gone_table is not None:
-                    gone = int(self._scalar(st.count_rows(gone_table)))
+                changed = int(self._scalar(st.count_changed(changed_table, gone_column)))
         rows = nbytes = 0
         copy_in = st.copy_in(staging.identifier, names, fmt)
         if changed * 2 > compared:
@@ -869,7 +864,7 @@ class TableCopier:
                 f"{rows:,} of them",
                 table=self.label,
             )
-        return _Diff(changed_table, gone_column, gone, gone_table), rows, key_bytes + nbytes
+        return _Diff(changed_table, gone_column, gone_table), rows, key_bytes + nbytes
 
     def _few_rows(self, staged_rows: int, compared: int = 0) -> bool:
         """Whether the staged rows are a small share (< 5%) of the target's size.

@@ -588,10 +588,10 @@ def create_changed_keys(
 
 
 def count_changed(changed: QualifiedName, gone_column: str) -> sql.Composed:
-    """(keys to copy, keys to delete) among the staged changed keys."""
-    return sql.SQL(
-        "SELECT count(*) FILTER (WHERE NOT {gone}), count(*) FILTER (WHERE {gone}) FROM {changed}"
-    ).format(gone=sql.Identifier(gone_column), changed=changed.identifier)
+    """How many of the staged changed keys are to copy (not flagged gone)."""
+    return sql.SQL("SELECT count(*) FROM {} WHERE NOT {}").format(
+        changed.identifier, sql.Identifier(gone_column)
+    )
 
 
 def create_gone_keys(
