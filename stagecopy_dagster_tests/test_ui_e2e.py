@@ -171,4 +171,6 @@ def test_materialize_all_from_the_ui_passes_the_korean_tables_check(demo: DemoSe
     metadata = {e["label"]: e.get("intValue") for e in latest["materialization"]["metadataEntries"]}
     assert metadata["dagster/row_count"] == rows > 0
 
-    assert demo.stop(), f"dagster dev ignored SIGTERM; see {ARTIFACTS / 'demo.log'}"
+    assert demo.stop(), (
+        f"still running 30 s after SIGTERM: {demo.leftovers}; see {ARTIFACTS / 'demo.log'}"
+    )

@@ -2,8 +2,14 @@
 
 The demo starts (or attaches to) the embedded PostgreSQL under `$STAGECOPY_HOME`, seeds it,
 runs the main job and then *execs* `dagster dev`, so the process started here becomes the
-Dagster webserver's parent process. It runs in its own session (process group) so that one
-signal reaches the webserver, the daemon and the code servers.
+Dagster webserver's parent process. It runs in its own session (process group), so that what
+it leaves behind can be found, and killed if it must be.
+
+The stop signals `dagster dev` alone, as `kill PID`, `docker stop` and Kubernetes do, and
+`dagster dev` stops its webserver, daemon and code servers in order. A SIGTERM to the whole
+group races with Dagster: the code server dies at once, and `dagster dev`, still waiting for its
+webserver, restarts it ("Code server process has exited with code 0. Restarting"). The new code
+server then outlives `dagster dev` until its 45 s heartbeat timeout.
 
 SIGINT and SIGTERM are reset to their defaults in the child: a process that inherits SIGINT as
 ignored (any job backgrounded by a non-interactive shell) makes `dagster dev` ignore SIGTERM too,
@@ -74,6 +80,15 @@ def live_group_members(pgid: int) -> list[int]:
     return members
 
 
+def command_line(pid: int) -> str:
+    """The command line of process `pid` (shortened), or "?" when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()[:160]
+
+
 @dataclass
 class DemoServer:
     """One `stagecopy demo --port N` process tree and where its pieces live."""
@@ -85,6 +100,8 @@ class DemoServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     stopped_gracefully: bool | None = None
+    #: What was still running when the graceful stop ran out of time ("pid: command line").
+    leftovers: list[str] = field(default_factory=list)
     _log: TextIO | None = None
 
     @property
@@ -164,7 +181,8 @@ class DemoServer:
         }
 
     def stop(self, grace: float = 30.0) -> bool:
-        """SIGTERM the process group, wait up to `grace` s, then SIGKILL it; True if graceful.
+        """SIGTERM `dagster dev`, wait up to `grace` s for its whole process group to end, then
+        SIGKILL the group; True if it ended gracefully.
 
         Idempotent. Afterwards no live process of the group is left.
         """
@@ -172,18 +190,24 @@ class DemoServer:
             return bool(self.stopped_gracefully)
         pgid = self.process.pid  # a session leader: its pid is the group id
         if self.stopped_gracefully is None:
-            self.stopped_gracefully = self._signal_and_wait(pgid, signal.SIGTERM, grace)
-            if not self.stopped_gracefully:
-                self._signal_and_wait(pgid, signal.SIGKILL, 10.0)
+            graceful = self._signal_and_wait(pgid, signal.SIGTERM, grace, group=False)
+            self.stopped_gracefully = graceful
+            if not graceful:
+                self.leftovers = [f"{pid}: {command_line(pid)}" for pid in live_group_members(pgid)]
+                self._signal_and_wait(pgid, signal.SIGKILL, 10.0, group=True)
         if self._log is not None:
             self._log.close()
             self._log = None
         return self.stopped_gracefully
 
-    def _signal_and_wait(self, pgid: int, signum: int, timeout: float) -> bool:
+    def _signal_and_wait(self, pgid: int, signum: int, timeout: float, *, group: bool) -> bool:
+        """Send `signum` to the group leader (or the whole group); True once the group is gone."""
         assert self.process is not None
         try:
-            os.killpg(pgid, signum)
+            if group:
+                os.killpg(pgid, signum)
+            else:
+                self.process.send_signal(signum)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + timeout
