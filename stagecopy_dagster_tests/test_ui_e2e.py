@@ -34,6 +34,7 @@ from stagecopy_dagster_tests.e2e.demo_server import DemoServer
 from stagecopy_dagster_tests.e2e.ui import (
     CHROMIUM,
     dismiss_nux,
+    expect_visible_with_reloads,
     launch,
     launched_run_id,
     wait_run_status,
@@ -154,7 +155,7 @@ def test_materialize_all_from_the_ui_passes_the_korean_tables_check(demo: DemoSe
             expect(page).to_have_url(re.compile(r"view=checks"))
             expect(page.get_by_text("Passed", exact=True).first).to_be_visible()
             # The "Passed" result belongs to *our* run, not to the demo's earlier one.
-            expect(page.locator(f'a[href^="/runs/{run_id}"]').first).to_be_visible()
+            expect_visible_with_reloads(page, page.locator(f'a[href^="/runs/{run_id}"]').first)
             steps.shot("05_checks_passed")
             steps.mark("integrity Passed for our run")
         except BaseException:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, Playwright
+from playwright.sync_api import Browser, Locator, Page, Playwright, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -59,3 +59,20 @@ def wait_run_status(page: Page, timeout: float) -> str:
                 return name
         time.sleep(0.5)
     return "timeout"
+
+
+def expect_visible_with_reloads(page: Page, locator: Locator, tries: int = 3) -> None:
+    """Expect `locator` visible; between tries reload the page, as a user would click refresh.
+
+    The Checks tab polls its data every 15 s. Once, with 2 cores overloaded (load 5), our run's
+    execution had not shown up there after 30 s; a reload is what a user would do. Every try
+    waits the default `expect` timeout; the last failure is raised.
+    """
+    for attempt in range(1, tries + 1):
+        try:
+            expect(locator).to_be_visible()
+            return
+        except AssertionError:
+            if attempt == tries:
+                raise
+            page.reload()
