@@ -61,6 +61,7 @@ _FIND_BACKEND = (
     "AND clock_timestamp() - query_start >= %s::interval "
     "AND (%s::text IS NULL OR wait_event_type = %s) LIMIT 1"
 )
+_TERMINATE_RUNNING = "SELECT pid, pg_terminate_backend(pid) FROM (" + _FIND_BACKEND + ") AS running"
 #: What libpq reports when the server ends a session mid-stream (the FATAL may not arrive first).
 #: The start of a failed copy's message: the whole rows' stream, or the diff's key stream.
 COPY_FAILED = r"{}: copy(_keys)? failed"
@@ -123,10 +124,30 @@ def find_backend(
     raise AssertionError(f"no stagecopy backend ran {patterns} (for {running_for})")
 
 
-def terminate(admin_url: str, pid: int) -> None:
+def terminate_running(
+    admin_url: str,
+    patterns: list[str],
+    *,
+    running_for: str = "150 milliseconds",
+    wait_event_type: str | None = None,
+    timeout: float = 60.0,
+) -> int:
+    """Terminate a stagecopy backend the moment it runs a statement like `patterns`; its pid.
+
+    Found and terminated in one statement: a separate find, then terminate, once let a
+    300k-row COPY finish in between on 2 busy cores, so the fault hit the next step instead.
+    """
+    deadline = time.monotonic() + timeout
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        row = conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
-    assert row is not None and row[0], f"backend {pid} was already gone"
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                _TERMINATE_RUNNING, (patterns, running_for, wait_event_type, wait_event_type)
+            ).fetchone()
+            if row is not None:
+                assert row[1], f"backend {row[0]} was already gone"
+                return int(row[0])
+            time.sleep(0.005)
+    raise AssertionError(f"no stagecopy backend ran {patterns} (for {running_for})")
 
 
 def wait_until_no_backends(*admin_urls: str, timeout: float = 30.0) -> None:
@@ -221,7 +242,7 @@ def test_source_backend_terminated_mid_copy_fails_with_one_attempt(
         lambda: runner.replicate(table_spec(entry), *resources(big, retries=1))
     )
     with pool:
-        terminate(big.source_admin_url, find_backend(big.source_admin_url, ["COPY%"]))
+        terminate_running(big.source_admin_url, ["COPY%"])
         with pytest.raises(TransientCopyError) as caught:
             future.result(timeout=60)
     message = str(caught.value)
@@ -247,7 +268,7 @@ def test_source_backend_terminated_mid_copy_is_retried(
         )
     )
     with pool:
-        terminate(big.source_admin_url, find_backend(big.source_admin_url, ["COPY%"]))
+        terminate_running(big.source_admin_url, ["COPY%"])
         done = future.result(timeout=120)
     assert len(retried) == 1 and isinstance(retried[0], TransientCopyError)
     assert done.report is not None and done.report.passed
@@ -267,7 +288,7 @@ def test_target_backend_terminated_mid_copy(
         lambda: runner.replicate(table_spec(entry), *resources(big, retries=1))
     )
     with pool:
-        terminate(big.target_admin_url, find_backend(big.target_admin_url, ["COPY%"]))
+        terminate_running(big.target_admin_url, ["COPY%"])
         with pytest.raises(TransientCopyError) as caught:
             future.result(timeout=60)
     assert re.match(COPY_FAILED.format(re.escape(relation)), str(caught.value)), caught.value
@@ -302,13 +323,12 @@ def test_target_backend_terminated_mid_merge(pg: PgPair) -> None:
             )
         )
         with pool:
-            pid = find_backend(
+            terminate_running(
                 pg.target_admin_url,
                 ["MERGE%", "WITH m AS (MERGE%"],
                 running_for="0",
                 wait_event_type="Lock",
             )
-            terminate(pg.target_admin_url, pid)
             with pytest.raises(TransientCopyError) as caught:
                 future.result(timeout=60)
         holder.rollback()
