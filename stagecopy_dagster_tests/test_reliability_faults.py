@@ -108,44 +108,26 @@ def find_backend(
     wait_event_type: str | None = None,
     timeout: float = 60.0,
     alive: Callable[[], bool] = lambda: True,
+    terminate: bool = False,
 ) -> int:
-    """Poll pg_stat_activity until a stagecopy backend runs a statement like `patterns`."""
+    """Poll pg_stat_activity until a stagecopy backend runs a statement like `patterns`; its pid.
+
+    With `terminate`, the query that finds the backend also terminates it: a separate find,
+    then terminate, once let a 300k-row COPY finish in between on 2 busy cores, so the fault
+    hit the next step instead.
+    """
+    query = _TERMINATE_RUNNING if terminate else _FIND_BACKEND
     deadline = time.monotonic() + timeout
     with psycopg.connect(admin_url, autocommit=True) as conn:
         while time.monotonic() < deadline:
             row = conn.execute(
-                _FIND_BACKEND, (patterns, running_for, wait_event_type, wait_event_type)
+                query, (patterns, running_for, wait_event_type, wait_event_type)
             ).fetchone()
             if row is not None:
+                assert not terminate or row[1], f"backend {row[0]} was already gone"
                 return int(row[0])
             if not alive():
                 break
-            time.sleep(0.005)
-    raise AssertionError(f"no stagecopy backend ran {patterns} (for {running_for})")
-
-
-def terminate_running(
-    admin_url: str,
-    patterns: list[str],
-    *,
-    running_for: str = "150 milliseconds",
-    wait_event_type: str | None = None,
-    timeout: float = 60.0,
-) -> int:
-    """Terminate a stagecopy backend the moment it runs a statement like `patterns`; its pid.
-
-    Found and terminated in one statement: a separate find, then terminate, once let a
-    300k-row COPY finish in between on 2 busy cores, so the fault hit the next step instead.
-    """
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                _TERMINATE_RUNNING, (patterns, running_for, wait_event_type, wait_event_type)
-            ).fetchone()
-            if row is not None:
-                assert row[1], f"backend {row[0]} was already gone"
-                return int(row[0])
             time.sleep(0.005)
     raise AssertionError(f"no stagecopy backend ran {patterns} (for {running_for})")
 
@@ -242,7 +224,7 @@ def test_source_backend_terminated_mid_copy_fails_with_one_attempt(
         lambda: runner.replicate(table_spec(entry), *resources(big, retries=1))
     )
     with pool:
-        terminate_running(big.source_admin_url, ["COPY%"])
+        find_backend(big.source_admin_url, ["COPY%"], terminate=True)
         with pytest.raises(TransientCopyError) as caught:
             future.result(timeout=60)
     message = str(caught.value)
@@ -268,7 +250,7 @@ def test_source_backend_terminated_mid_copy_is_retried(
         )
     )
     with pool:
-        terminate_running(big.source_admin_url, ["COPY%"])
+        find_backend(big.source_admin_url, ["COPY%"], terminate=True)
         done = future.result(timeout=120)
     assert len(retried) == 1 and isinstance(retried[0], TransientCopyError)
     assert done.report is not None and done.report.passed
@@ -288,7 +270,7 @@ def test_target_backend_terminated_mid_copy(
         lambda: runner.replicate(table_spec(entry), *resources(big, retries=1))
     )
     with pool:
-        terminate_running(big.target_admin_url, ["COPY%"])
+        find_backend(big.target_admin_url, ["COPY%"], terminate=True)
         with pytest.raises(TransientCopyError) as caught:
             future.result(timeout=60)
     assert re.match(COPY_FAILED.format(re.escape(relation)), str(caught.value)), caught.value
@@ -323,11 +305,12 @@ def test_target_backend_terminated_mid_merge(pg: PgPair) -> None:
             )
         )
         with pool:
-            terminate_running(
+            find_backend(
                 pg.target_admin_url,
                 ["MERGE%", "WITH m AS (MERGE%"],
                 running_for="0",
                 wait_event_type="Lock",
+                terminate=True,
             )
             with pytest.raises(TransientCopyError) as caught:
                 future.result(timeout=60)
