@@ -27,10 +27,13 @@ from bench.report import (
 )
 from bench.run import REPO, BenchFailure, Runner, log
 
+#: The table size the issue states its targets for.
+TARGET_ROWS = 1_000_000
+
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--rows", type=int, default=1_000_000, help="rows in the source table")
+    p.add_argument("--rows", type=int, default=TARGET_ROWS, help="rows in the source table")
     p.add_argument("--runs", type=int, default=5, help="rounds; the table shows medians")
     p.add_argument("--pg", type=int, choices=(18, 15), default=18, help="PostgreSQL version")
     p.add_argument("--quick", action="store_true", help="100k rows, 3 runs (CI smoke)")
@@ -236,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         + [c["key"] for c in others if c["verdict"] == "MISS"]
     )
     if misses:
-        print(f"targets missed: {', '.join(misses)}")
+        scale = "" if args.rows >= TARGET_ROWS else f" at {args.rows:,} rows"
+        print(f"targets missed{scale}: {', '.join(misses)}")
+        if args.rows < TARGET_ROWS:
+            # A run's fixed cost (lock, describe, commit) weighs more in a small table.
+            print(f"(the targets are stated for {TARGET_ROWS:,} rows)")
     return 0
 
 
