@@ -59,7 +59,7 @@ class CopyOptions:
     merge_work_mem: str = "1GB"
     """`work_mem` for the MERGE, so its hash join stays in memory."""
     progress_interval: float = 5.0
-    """Seconds between progress reports while rows stream."""
+    """Seconds between progress reports while rows stream (0: after every write)."""
     diff_chunk: int = 100_000
     """Changed keys fetched per source COPY on the `diff` path (the keys travel as literals)."""
     write_block: int = 1 << 16

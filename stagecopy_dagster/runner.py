@@ -17,6 +17,7 @@ import psycopg
 from stagecopy_dagster import catalog
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.copier import (
+    CopyOptions,
     CopyResult,
     ProgressCallback,
     SourceSnapshot,
@@ -58,10 +59,15 @@ def replicate(
     target: PostgresResource,
     *,
     verify: bool = True,
+    options: CopyOptions | None = None,
     progress: ProgressCallback | None = None,
     on_retry: RetryHook | None = None,
 ) -> Replication:
-    """Copy `table` (retrying transient failures) and verify it in the copy's snapshot."""
+    """Copy `table` (retrying transient failures) and verify it in the copy's snapshot.
+
+    `options` replaces the target resource's copy knobs (e.g. `progress_interval=0`: report
+    progress after every write, which is how the fault tests reach a copy mid-stream).
+    """
 
     def attempt() -> Replication:
         with source.connect() as src, target.connect() as tgt:
@@ -70,7 +76,7 @@ def replicate(
                     table,
                     snap,
                     tgt,
-                    options=target.copy_options(),
+                    options=options or target.copy_options(),
                     progress=progress,
                     connectors=(source.connect, target.connect),
                 ).run()
