@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, LiteralString, cast
+from typing import Any, LiteralString, cast
 
 from psycopg import sql
 
+from stagecopy_dagster.engine.types import Column, CopyFormat
 from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.sqlguard import CheckedSql
-
-CopyFormat = Literal["binary", "text"]
 
 #: Session settings that make text output identical on both sides (COPY text, check hashes).
 SESSION_SETTINGS: dict[str, str] = {
@@ -30,22 +28,6 @@ SESSION_SETTINGS: dict[str, str] = {
     "bytea_output": "hex",
     "client_encoding": "UTF8",
 }
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column as the catalog describes it."""
-
-    name: str
-    type: str
-    """`format_type()` of the column: `numeric(12,2)`, `character varying(20)`, `"Mood"`."""
-    not_null: bool = False
-    generated: bool = False
-    """A `GENERATED ALWAYS AS (...) STORED` column: never written by COPY or MERGE."""
-    identity_always: bool = False
-    """A `GENERATED ALWAYS AS IDENTITY` column: written with OVERRIDING SYSTEM VALUE."""
-    binary_safe: bool = True
-    """Whether binary COPY of this type is portable between databases (no user type OIDs)."""
 
 
 def type_sql(type_name: str) -> sql.SQL:
