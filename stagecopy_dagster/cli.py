@@ -135,7 +135,7 @@ def _plain_resources() -> tuple[PostgresResource, PostgresResource]:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from stagecopy_dagster.copier import SourceSnapshot, TableCopier
+    from stagecopy_dagster.runner import plan_statements
     from stagecopy_dagster.spec import load_spec
 
     spec = load_spec(_spec_arg(args))
@@ -144,12 +144,7 @@ def _plan(args: argparse.Namespace) -> int:
         key = ", ".join(table.primary_key) if table.primary_key else "(source primary key)"
         print(f"-- {table.asset_name}: {table.source_label} -> {table.label}")
         print(f"-- mode {table.mode.value}; key {key}; scope {table.where or 'all rows'}")
-        with source.connect() as src, target.connect() as tgt:
-            tgt.read_only = True
-            with SourceSnapshot.begin(src) as snap:
-                copier = TableCopier(table, snap, tgt, options=target.copy_options(), dry_run=True)
-                copier.run()
-        for statement in copier.statements:
+        for statement in plan_statements(table, source, target):
             print(statement + ";")
         print()
     return EXIT_OK

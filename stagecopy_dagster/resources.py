@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import dagster as dg
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field
 
-from stagecopy_dagster import statements as st
-from stagecopy_dagster.copier import CopyOptions
-from stagecopy_dagster.errors import ConnectError, describe_db_error
+from stagecopy_dagster.connection import Endpoint, redact, scrub
+from stagecopy_dagster.engine.types import CopyOptions
 
-
-def redact(url: str) -> str:
-    """`user@host:port/dbname` for a libpq URI or key=value DSN; never the password."""
-    try:
-        parts = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "<unparseable connection string>"
-    host = parts.get("host") or "localhost"
-    port = parts.get("port") or "5432"
-    return f"{parts.get('user') or '?'}@{host}:{port}/{parts.get('dbname') or '?'}"
-
-
-def scrub(text: str, url: str) -> str:
-    """Remove the password in `url` (and the URL itself) from `text`."""
-    try:
-        password = conninfo_to_dict(url).get("password")
-    except psycopg.ProgrammingError:
-        password = None
-    text = text.replace(url, redact(url))
-    if password:
-        text = text.replace(str(password), "********")
-    return text
+__all__ = ["PostgresResource", "redact", "scrub"]
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -85,34 +61,21 @@ class PostgresResource(dg.ConfigurableResource):
         """Where this resource points, without secrets (for logs and metadata)."""
         return redact(self.resolved_url()) if self.url else f"embedded/{self.embedded_database}"
 
-    @contextmanager
-    def connect(self, **kwargs: Any) -> Iterator[psycopg.Connection]:
+    def endpoint(self) -> Endpoint:
+        """This resource as a plain :class:`~stagecopy_dagster.connection.Endpoint`."""
+        return Endpoint(
+            url=self.resolved_url(),
+            application_name=self.application_name,
+            connect_timeout=self.connect_timeout,
+            lock_timeout=self.lock_timeout,
+            statement_timeout=self.statement_timeout,
+            merge_work_mem=self.merge_work_mem,
+            retries=self.retries,
+        )
+
+    def connect(self, **kwargs: Any) -> AbstractContextManager[psycopg.Connection]:
         """An open connection with stagecopy's session settings; closed on exit."""
-        url = self.resolved_url()
-        try:
-            conn = psycopg.connect(
-                url,
-                application_name=self.application_name,
-                connect_timeout=self.connect_timeout,
-                **kwargs,
-            )
-        except psycopg.Error as exc:
-            error = ConnectError(
-                f"cannot connect to {redact(url)}: {scrub(describe_db_error(exc), url)}"
-            )
-            error.transient = not isinstance(exc, psycopg.errors.InvalidPassword) and (
-                "password authentication failed" not in str(exc)
-                and "does not exist" not in str(exc)
-            )
-            raise error from None
-        try:
-            conn.execute(st.set_session())
-            if self.statement_timeout != "0":
-                conn.execute(st.set_session({"statement_timeout": self.statement_timeout}))
-            conn.commit()
-            yield conn
-        finally:
-            conn.close()
+        return self.endpoint().connect(**kwargs)
 
     def copy_options(self) -> CopyOptions:
         """The copy knobs configured on this (target) resource."""

@@ -1,14 +1,18 @@
-"""Replicate or verify one table between two `PostgresResource`s.
+"""Replicate or verify one table: the one function every caller uses.
 
-This is the unit of work behind an asset: open the source snapshot, copy, and (when asked)
-compare within that same snapshot; or, for a check run on its own, compare in fresh snapshots.
-Transient failures are retried with backoff; each attempt is a whole, atomic copy.
+The Dagster asset, the CLI, the tests and the benchmark all copy through :func:`replicate` and
+check through :func:`verify` (or :func:`replicate` with `verify=True`, which compares in the
+copy's own source snapshot). Both take any :class:`~stagecopy_dagster.connection.Database`: a
+:class:`~stagecopy_dagster.resources.PostgresResource` or a plain
+:class:`~stagecopy_dagster.connection.Endpoint`. Transient failures are retried with backoff;
+each attempt is a whole, atomic copy.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -16,12 +20,16 @@ import psycopg
 
 from stagecopy_dagster import catalog
 from stagecopy_dagster import statements as st
-from stagecopy_dagster.copier import (
+from stagecopy_dagster.connection import Database
+from stagecopy_dagster.engine.copier import TableCopier
+from stagecopy_dagster.engine.session import SourceSnapshot, begin_read_only
+from stagecopy_dagster.engine.types import (
+    Column,
+    Connectors,
     CopyOptions,
     CopyResult,
     ProgressCallback,
-    SourceSnapshot,
-    TableCopier,
+    SourceFacts,
 )
 from stagecopy_dagster.errors import (
     ConnectError,
@@ -30,7 +38,6 @@ from stagecopy_dagster.errors import (
     wrap_db_error,
 )
 from stagecopy_dagster.integrity import IntegrityReport, compare, portable_columns
-from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.retry import call_with_retries
 from stagecopy_dagster.spec import TableSpec
 
@@ -48,15 +55,10 @@ class Replication:
     report: IntegrityReport | None
 
 
-def _begin_read_only(conn: psycopg.Connection) -> None:
-    # psycopg opens the transaction itself; this must be its first statement.
-    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-
-
 def replicate(
     table: TableSpec,
-    source: PostgresResource,
-    target: PostgresResource,
+    source: Database,
+    target: Database,
     *,
     verify: bool = True,
     options: CopyOptions | None = None,
@@ -65,118 +67,65 @@ def replicate(
 ) -> Replication:
     """Copy `table` (retrying transient failures) and verify it in the copy's snapshot.
 
-    `options` replaces the target resource's copy knobs (e.g. `progress_interval=0`: report
-    progress after every write, which is how the fault tests reach a copy mid-stream).
+    `options` replaces the target's copy knobs (e.g. `progress_interval=0`: report progress
+    after every write, which is how the fault tests reach a copy mid-stream).
+
+    Example:
+        >>> done = replicate(table, Endpoint(src_url), Endpoint(dst_url))  # doctest: +SKIP
+        >>> done.result.inserted, done.report.passed  # doctest: +SKIP
     """
 
     def attempt() -> Replication:
-        with source.connect() as src, target.connect() as tgt:
-            with SourceSnapshot.begin(src) as snap:
-                result = TableCopier(
-                    table,
-                    snap,
-                    tgt,
-                    options=options or target.copy_options(),
-                    progress=progress,
-                    connectors=(source.connect, target.connect),
-                ).run()
-                report = None
-                if verify:
-                    report = _compare_after_copy(table, snap, tgt, result)
-                return Replication(result, report)
-
-    return call_with_retries(
-        _naming(table, attempt), attempts=max(1, target.retries), on_retry=on_retry
-    )
-
-
-def _naming(table: TableSpec, fn: Callable[[], T]) -> Callable[[], T]:
-    """`fn`, with connection errors re-raised naming the table (and keeping `transient`)."""
-
-    def call() -> T:
-        try:
-            return fn()
-        except ConnectError as exc:
-            if exc.table is not None:
-                raise
-            named = ConnectError(exc.message, table=table.label)
-            named.transient = exc.transient
-            raise named from None
-
-    return call
-
-
-def _compare_after_copy(
-    table: TableSpec, snap: SourceSnapshot, tgt: psycopg.Connection, result: CopyResult
-) -> IntegrityReport:
-    try:
-        _begin_read_only(tgt)
-        try:
-            return compare(
+        with _snapshot(table, source, target) as (snap, tgt):
+            result = TableCopier(
                 table,
-                source=snap.conn,
-                source_relation=table.source or table.query,  # type: ignore[arg-type]
-                target=tgt,
-                columns=[c.name for c in result.columns],
-                key=result.key,
-                same_snapshot=True,
-                hashable=portable_columns(result.columns, snap.version, result.server_version),
-            )
-        finally:
-            tgt.rollback()
-    except psycopg.Error as exc:
-        raise wrap_db_error(exc, table=table.label, step="integrity check") from exc
+                snap,
+                tgt,
+                options=options or target.copy_options(),
+                progress=progress,
+                connectors=Connectors(source.connect, target.connect),
+            ).run()
+            report = _compare_after_copy(table, snap, tgt, result) if verify else None
+            return Replication(result, report)
+
+    return _with_retries(target, attempt, on_retry)
 
 
 def verify(
     table: TableSpec,
-    source: PostgresResource,
-    target: PostgresResource,
+    source: Database,
+    target: Database,
     *,
     on_retry: RetryHook | None = None,
 ) -> IntegrityReport:
     """Compare the source scope with the target scope now, in fresh snapshots."""
 
     def attempt() -> IntegrityReport:
-        with source.connect() as src, target.connect() as tgt:
-            with SourceSnapshot.begin(src) as snap:
-                plan = TableCopier(table, snap, tgt).plan_source()
-                try:
-                    _begin_read_only(tgt)
-                    oid = catalog.relation_oid(tgt, table.target_table)
-                    if oid is None:
-                        raise SchemaMismatchError(
-                            "the target table does not exist yet; materialize the asset first",
-                            table=table.label,
-                        )
-                    target_cols = {c.name: c for c in catalog.columns(tgt, oid)}
-                    compared = [
-                        c
-                        for c in plan.columns
-                        if c.name in target_cols and not target_cols[c.name].generated
-                    ]
-                    columns = [c.name for c in compared]
-                    return compare(
-                        table,
-                        source=snap.conn,
-                        source_relation=plan.relation,
-                        target=tgt,
-                        columns=columns,
-                        key=plan.key,
-                        same_snapshot=False,
-                        hashable=portable_columns(
-                            compared, snap.version, catalog.server_version(tgt)
-                        ),
-                    )
-                except psycopg.Error as exc:
-                    raise wrap_db_error(exc, table=table.label, step="integrity check") from exc
-                finally:
-                    if not tgt.closed:
-                        tgt.rollback()
+        with _snapshot(table, source, target) as (snap, tgt):
+            facts = TableCopier(table, snap, tgt).plan_source()
+            with _read_only(table, tgt):
+                compared = _compared_columns(table, tgt, facts)
+                return compare(
+                    table,
+                    source=snap.conn,
+                    source_relation=facts.relation,
+                    target=tgt,
+                    columns=[c.name for c in compared],
+                    key=facts.key,
+                    same_snapshot=False,
+                    hashable=portable_columns(compared, snap.version, tgt.info.server_version),
+                )
 
-    return call_with_retries(
-        _naming(table, attempt), attempts=max(1, target.retries), on_retry=on_retry
-    )
+    return _with_retries(target, attempt, on_retry)
+
+
+def plan_statements(table: TableSpec, source: Database, target: Database) -> list[str]:
+    """Every statement a copy of `table` would send now, in order; nothing is written."""
+    with _snapshot(table, source, target) as (snap, tgt):
+        tgt.read_only = True
+        copier = TableCopier(table, snap, tgt, options=target.copy_options(), dry_run=True)
+        copier.run()
+        return copier.statements
 
 
 def leftover_staging(conn: psycopg.Connection) -> list[tuple[str, str, bool]]:
@@ -184,4 +133,80 @@ def leftover_staging(conn: psycopg.Connection) -> list[tuple[str, str, bool]]:
     return [(r[0], r[1], bool(r[2])) for r in conn.execute(st.LEFTOVER_STAGING).fetchall()]
 
 
-__all__ = ["Replication", "StagecopyError", "leftover_staging", "replicate", "verify"]
+# --- the pieces ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _snapshot(
+    table: TableSpec, source: Database, target: Database
+) -> Iterator[tuple[SourceSnapshot, psycopg.Connection]]:
+    """A source snapshot and a target connection; connection errors name the table."""
+    try:
+        with source.connect() as src, target.connect() as tgt, SourceSnapshot.begin(src) as snap:
+            yield snap, tgt
+    except ConnectError as exc:
+        if exc.table is not None:
+            raise
+        named = ConnectError(exc.message, table=table.label)
+        named.transient = exc.transient
+        raise named from None
+
+
+@contextmanager
+def _read_only(table: TableSpec, tgt: psycopg.Connection) -> Iterator[None]:
+    """The target in one REPEATABLE READ, READ ONLY transaction, for the integrity check."""
+    try:
+        begin_read_only(tgt)
+        try:
+            yield
+        finally:
+            if not tgt.closed:
+                tgt.rollback()
+    except psycopg.Error as exc:
+        raise wrap_db_error(exc, table=table.label, step="integrity check") from exc
+
+
+def _compared_columns(
+    table: TableSpec, tgt: psycopg.Connection, facts: SourceFacts
+) -> Sequence[Column]:
+    """The source columns the target holds and does not generate: what a check compares."""
+    oid = catalog.relation_oid(tgt, table.target_table)
+    if oid is None:
+        raise SchemaMismatchError(
+            "the target table does not exist yet; materialize the asset first",
+            table=table.label,
+        )
+    target_cols = {c.name: c for c in catalog.columns(tgt, oid)}
+    return [c for c in facts.columns if c.name in target_cols and not target_cols[c.name].generated]
+
+
+def _compare_after_copy(
+    table: TableSpec, snap: SourceSnapshot, tgt: psycopg.Connection, result: CopyResult
+) -> IntegrityReport:
+    relation = table.source if table.source is not None else table.query
+    assert relation is not None
+    with _read_only(table, tgt):
+        return compare(
+            table,
+            source=snap.conn,
+            source_relation=relation,
+            target=tgt,
+            columns=[c.name for c in result.columns],
+            key=result.key,
+            same_snapshot=True,
+            hashable=portable_columns(result.columns, snap.version, result.server_version),
+        )
+
+
+def _with_retries(target: Database, attempt: Callable[[], T], on_retry: RetryHook | None) -> T:
+    return call_with_retries(attempt, attempts=max(1, target.retries), on_retry=on_retry)
+
+
+__all__ = [
+    "Replication",
+    "StagecopyError",
+    "leftover_staging",
+    "plan_statements",
+    "replicate",
+    "verify",
+]

@@ -12,9 +12,11 @@ from typing import Any, LiteralString, cast
 
 import psycopg
 
+from stagecopy_dagster import runner
 from stagecopy_dagster import statements as st
-from stagecopy_dagster.copier import CopyOptions, CopyResult, SourceSnapshot, TableCopier
-from stagecopy_dagster.integrity import IntegrityReport, compare
+from stagecopy_dagster.connection import Endpoint
+from stagecopy_dagster.copier import CopyOptions, CopyResult
+from stagecopy_dagster.integrity import IntegrityReport
 from stagecopy_dagster.spec import TableSpec, load_spec
 from stagecopy_dagster_tests.pg import PgPair
 
@@ -34,33 +36,24 @@ def connections(pg: PgPair) -> Iterator[tuple[psycopg.Connection, psycopg.Connec
         yield s, t
 
 
+def endpoints(pg: PgPair) -> tuple[Endpoint, Endpoint]:
+    """The least-privilege source and target, as the product connects to them."""
+    return Endpoint(pg.source_url), Endpoint(pg.target_url)
+
+
 def run_copy(
     pg: PgPair, entry: dict[str, Any] | TableSpec, *, options: CopyOptions | None = None
 ) -> CopyResult:
     """Run one copy of `entry` from pg's source to its target as the least-privilege roles."""
     table = entry if isinstance(entry, TableSpec) else table_spec(entry)
-    with connections(pg) as (s, t), SourceSnapshot.begin(s) as snap:
-        return TableCopier(table, snap, t, options=options).run()
+    return runner.replicate(table, *endpoints(pg), verify=False, options=options).result
 
 
 def run_and_check(pg: PgPair, entry: dict[str, Any]) -> tuple[CopyResult, IntegrityReport]:
     """Run one copy, then the integrity comparison in the copy's source snapshot."""
-    table = table_spec(entry)
-    with connections(pg) as (s, t), SourceSnapshot.begin(s) as snap:
-        result = TableCopier(table, snap, t).run()
-        relation = table.source if table.source is not None else table.query
-        assert relation is not None
-        with t.transaction():
-            report = compare(
-                table,
-                source=s,
-                source_relation=relation,
-                target=t,
-                columns=[c.name for c in result.columns],
-                key=list(result.key),
-                same_snapshot=True,
-            )
-    return result, report
+    done = runner.replicate(table_spec(entry), *endpoints(pg))
+    assert done.report is not None
+    return done.result, done.report
 
 
 def checksum_sql(relation: str, *, where: str | None = None, columns: str = "*") -> str:

@@ -1,0 +1,94 @@
+"""Parallel streams: N COPY streams over ranges of heap blocks load one committed staging table.
+
+Every source stream reads the snapshot this copy exported, over its own range of heap blocks (a
+TID range scan), so together they are one consistent copy. The N target sessions need a
+*committed* staging table; the final table is still only changed by the run's one transaction,
+and the staging table is dropped in it (or, after a failure, by :func:`drop_committed_staging`).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+
+from stagecopy_dagster import catalog
+from stagecopy_dagster import statements as st
+from stagecopy_dagster.engine.context import CopyContext
+from stagecopy_dagster.engine.plan import CopyPlan
+from stagecopy_dagster.engine.session import begin_read_only
+from stagecopy_dagster.engine.stream import pump
+from stagecopy_dagster.engine.types import Connectors, SourceFacts, Streamed, TargetFacts
+from stagecopy_dagster.errors import StagecopyError
+from stagecopy_dagster.identifiers import QualifiedName
+
+log = logging.getLogger(__name__)
+
+
+def load_in_parallel(
+    ctx: CopyContext,
+    plan: CopyPlan,
+    source: SourceFacts,
+    target: TargetFacts,
+    *,
+    watermark: object,
+    staging: QualifiedName,
+    connectors: Connectors,
+) -> Streamed:
+    """Create and commit `staging`, load it with `plan.streams` COPY streams; return totals.
+
+    The caller drops the table: in its transaction on success, else (after that transaction
+    ended, which holds it) with :func:`drop_committed_staging`.
+    """
+    assert isinstance(source.relation, QualifiedName)
+    names = [c.name for c in target.columns]
+    with ctx.target.step("staging"):
+        snapshot = str(ctx.source.conn.execute(st.export_snapshot()).fetchone()[0])  # type: ignore[index]
+        oid = catalog.relation_oid(ctx.source.conn, source.relation)
+        blocks = int(ctx.source.conn.execute(st.RELATION_BLOCKS, (oid,)).fetchone()[0])  # type: ignore[index]
+        with connectors.target() as conn:
+            conn.execute(st.create_staging_table(staging, target.columns))
+            conn.commit()
+    n = plan.streams
+    bounds: list[int | None] = [blocks * i // n for i in range(n)] + [None]
+    copy_in = st.copy_in(staging.identifier, names, plan.copy_format)
+
+    def load(i: int) -> Streamed:
+        lower = bounds[i]
+        assert lower is not None
+        blocks_range = st.ctid_range(lower, bounds[i + 1])
+        select = ctx.select(source, names, watermark=watermark, extra=blocks_range)
+        with connectors.source() as src, connectors.target() as tgt:
+            begin_read_only(src)
+            src.execute(st.set_snapshot(snapshot))
+            moved = pump(
+                src,
+                tgt,
+                select,
+                copy_in,
+                plan.copy_format,
+                label=ctx.label,
+                options=ctx.options,
+                progress=ctx.progress,
+            )
+            tgt.commit()
+            return moved
+
+    with ctx.target.step("copy"), ThreadPoolExecutor(max_workers=n) as pool:
+        return sum(pool.map(load, range(n)), Streamed(0, 0))
+
+
+def drop_committed_staging(
+    ctx: CopyContext, staging: QualifiedName, connectors: Connectors
+) -> None:
+    """Drop a parallel run's staging table after its transaction failed (best effort)."""
+    try:
+        with connectors.target() as conn:
+            conn.execute(st.set_session({"lock_timeout": "5s"}))
+            conn.execute(st.drop_table(staging))
+            conn.commit()
+    except (psycopg.Error, StagecopyError):
+        log.warning(
+            "%s: could not drop staging table %s; the clean-up job will", ctx.label, staging
+        )
