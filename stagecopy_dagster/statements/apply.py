@@ -10,7 +10,7 @@ from stagecopy_dagster.engine.types import Column
 from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.sqlguard import CheckedSql
 from stagecopy_dagster.statements.compose import column_list, join_on
-from stagecopy_dagster.statements.scope import scope_filter
+from stagecopy_dagster.statements.scope import qualified_scope, scope_filter
 
 
 def delete_scope(table: QualifiedName, where: CheckedSql | None) -> sql.Composed:
@@ -69,7 +69,7 @@ def merge(
     )
     if delete_missing:
         condition = (
-            sql.SQL(" AND {}").format(sql.SQL(delete_scope.qualified("t")))  # pyright: ignore[reportArgumentType]  # noqa: E501 (re-printed parse tree)
+            sql.SQL(" AND {}").format(qualified_scope(delete_scope, "t"))
             if delete_scope is not None
             else sql.SQL("")
         )

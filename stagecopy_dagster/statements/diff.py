@@ -15,7 +15,11 @@ from stagecopy_dagster.engine.types import Column
 from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.sqlguard import CheckedSql
 from stagecopy_dagster.statements.compose import column_list, join_on, type_sql
-from stagecopy_dagster.statements.scope import scope_filter, source_relation
+from stagecopy_dagster.statements.scope import (
+    qualified_scope,
+    scope_filter,
+    source_relation,
+)
 
 #: Types whose values hash apart whenever their stored images differ (equality is identity):
 #: hashed as they are. Strings are hashed under `COLLATE "C"`, so a nondeterministic collation
@@ -102,7 +106,7 @@ def create_changed_keys(
     if sync:
         gone = sql.SQL("{} IS NULL").format(k_key)
         if sync_scope is not None:
-            gone = sql.SQL("{} AND ({})").format(gone, sql.SQL(sync_scope.qualified("t")))  # pyright: ignore[reportArgumentType]  # noqa: E501 (re-printed parse tree)
+            gone = sql.SQL("{} AND ({})").format(gone, qualified_scope(sync_scope, "t"))
         keys_out = sql.SQL(", ").join(
             sql.SQL("coalesce({}, {}) AS {}").format(
                 sql.Identifier("k", k), sql.Identifier("t", k), sql.Identifier(k)

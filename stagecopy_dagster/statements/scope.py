@@ -1,13 +1,15 @@
 """What a statement reads: the FROM item for a table or a checked query, and the scope's WHERE.
 
-The spec's `where` (a :class:`~stagecopy_dagster.sqlguard.CheckedSql`) enters a statement only
-through :func:`scope_filter`, parenthesised, next to the watermark and any extra condition.
+The spec's `where` (a :class:`~stagecopy_dagster.sqlguard.CheckedSql`) enters a statement
+through :func:`scope_filter`, parenthesised, next to the watermark and any extra condition, or,
+where the target's columns must be told from a staging table's, through
+:func:`qualified_scope`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, LiteralString, cast
 
 from psycopg import sql
 
@@ -52,6 +54,18 @@ def scope_filter(
     if not parts:
         return sql.SQL("")
     return sql.SQL(" WHERE {}").format(all_of(parts))
+
+
+def qualified_scope(where: CheckedSql, alias: str) -> sql.SQL:
+    """The scope with its bare column names qualified by `alias`, not parenthesised.
+
+    For statements that join the target to a staging table with the same column names (MERGE's
+    `WHEN NOT MATCHED BY SOURCE AND <scope>`, the diff's gone keys), where a bare name would be
+    ambiguous or captured by the wrong relation.
+    """
+    # User SQL, but re-printed from the parse tree that sqlguard checked; only the column
+    # references changed, so it is as safe as `CheckedSql.composable()`.
+    return sql.SQL(cast(LiteralString, where.qualified(alias)))
 
 
 def select_rows(
