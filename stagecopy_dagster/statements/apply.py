@@ -45,46 +45,59 @@ def merge(
     not staged are deleted in the same statement. With `returning` (PostgreSQL 17+), the
     statement returns one `merge_action()` per affected row, for exact counts.
     """
-    names = [c.name for c in columns]
     updatable = [c.name for c in columns if c.name not in key and not c.identity_always]
     clauses: list[sql.Composable] = []
     if updatable:
-        clauses.append(
-            sql.SQL("WHEN MATCHED AND record_image_ne(ROW({}), ROW({})) THEN UPDATE SET {}").format(
-                column_list(updatable, alias="t"),
-                column_list(updatable, alias="s"),
-                sql.SQL(", ").join(
-                    sql.SQL("{} = {}").format(sql.Identifier(n), sql.Identifier("s", n))
-                    for n in updatable
-                ),
-            )
-        )
-    overriding = sql.SQL(
-        " OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else ""
-    )
-    clauses.append(
-        sql.SQL("WHEN NOT MATCHED THEN INSERT ({}){} VALUES ({})").format(
-            column_list(names), overriding, column_list(names, alias="s")
-        )
-    )
+        clauses.append(_update_if_changed(updatable))
+    clauses.append(_insert_if_new(columns))
     if delete_missing:
-        condition = (
-            sql.SQL(" AND {}").format(qualified_scope(delete_scope, "t"))
-            if delete_scope is not None
-            else sql.SQL("")
-        )
-        clauses.append(sql.SQL("WHEN NOT MATCHED BY SOURCE{} THEN DELETE").format(condition))
+        clauses.append(_delete_if_not_staged(delete_scope))
     stmt = sql.SQL("MERGE INTO {} AS t USING {} AS s ON {} {}").format(
         target.identifier, staging.identifier, join_on(key, "t", "s"), sql.SQL(" ").join(clauses)
     )
-    if not returning:
-        return stmt
+    return _count_actions(stmt) if returning else stmt
+
+
+def _update_if_changed(updatable: Sequence[str]) -> sql.Composed:
+    """`WHEN MATCHED AND <binary image differs> THEN UPDATE SET` the updatable columns."""
+    return sql.SQL("WHEN MATCHED AND record_image_ne(ROW({}), ROW({})) THEN UPDATE SET {}").format(
+        column_list(updatable, alias="t"),
+        column_list(updatable, alias="s"),
+        sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(n), sql.Identifier("s", n)) for n in updatable
+        ),
+    )
+
+
+def _insert_if_new(columns: Sequence[Column]) -> sql.Composed:
+    """`WHEN NOT MATCHED THEN INSERT` every column."""
+    names = [c.name for c in columns]
+    return sql.SQL("WHEN NOT MATCHED THEN INSERT ({}){} VALUES ({})").format(
+        column_list(names), _overriding(columns), column_list(names, alias="s")
+    )
+
+
+def _delete_if_not_staged(scope: CheckedSql | None) -> sql.Composed:
+    """`WHEN NOT MATCHED BY SOURCE [AND scope] THEN DELETE` (PostgreSQL 17+)."""
+    condition = (
+        sql.SQL(" AND {}").format(qualified_scope(scope, "t")) if scope is not None else sql.SQL("")
+    )
+    return sql.SQL("WHEN NOT MATCHED BY SOURCE{} THEN DELETE").format(condition)
+
+
+def _count_actions(statement: sql.Composable) -> sql.Composed:
+    """The MERGE wrapped to return its inserts, updates and deletes (PostgreSQL 17+)."""
     return sql.SQL(
         "WITH m AS ({} RETURNING merge_action() AS action) "
         "SELECT count(*) FILTER (WHERE action = 'INSERT'), "
         "count(*) FILTER (WHERE action = 'UPDATE'), "
         "count(*) FILTER (WHERE action = 'DELETE') FROM m"
-    ).format(stmt)
+    ).format(statement)
+
+
+def _overriding(columns: Sequence[Column]) -> sql.SQL:
+    """` OVERRIDING SYSTEM VALUE` when a column is `GENERATED ALWAYS AS IDENTITY`."""
+    return sql.SQL(" OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else "")
 
 
 def count_new_keys(
@@ -121,13 +134,10 @@ def insert_from(
 ) -> sql.Composed:
     """`INSERT INTO target (cols) SELECT cols FROM staging`."""
     names = [c.name for c in columns]
-    overriding = sql.SQL(
-        " OVERRIDING SYSTEM VALUE" if any(c.identity_always for c in columns) else ""
-    )
     return sql.SQL("INSERT INTO {} ({}){} SELECT {} FROM {}").format(
         target.identifier,
         column_list(names),
-        overriding,
+        _overriding(columns),
         column_list(names),
         staging.identifier,
     )

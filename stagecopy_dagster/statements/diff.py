@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from psycopg import sql
 
@@ -98,43 +99,69 @@ def create_changed_keys(
     CREATE TABLE AS (unlike MERGE) may run with parallel workers; its result is small when few
     rows changed.
     """
-    t_key = sql.Identifier("t", key[0])
-    k_key = sql.Identifier("k", key[0])
     changed_row = sql.SQL("{} IS NULL OR {} <> {}").format(
-        t_key, sql.Identifier("k", hash_column), row_image_hash(columns, alias="t")
+        sql.Identifier("t", key[0]),
+        sql.Identifier("k", hash_column),
+        row_image_hash(columns, alias="t"),
     )
-    if sync:
-        gone = sql.SQL("{} IS NULL").format(k_key)
-        if sync_scope is not None:
-            gone = sql.SQL("{} AND ({})").format(gone, qualified_scope(sync_scope, "t"))
-        keys_out = sql.SQL(", ").join(
-            sql.SQL("coalesce({}, {}) AS {}").format(
-                sql.Identifier("k", k), sql.Identifier("t", k), sql.Identifier(k)
-            )
-            for k in key
-        )
-        condition = sql.SQL("({}) OR ({})").format(gone, changed_row)
-        join = sql.SQL("FULL JOIN")
-        flag = sql.SQL("{} IS NULL").format(k_key)
-    else:
-        keys_out = column_list(key, alias="k")
-        condition = changed_row
-        join = sql.SQL("LEFT JOIN")
-        flag = sql.SQL("false")
+    pick = _changed_or_gone(key, changed_row, sync_scope) if sync else _changed(key, changed_row)
     return sql.SQL(
         "CREATE UNLOGGED TABLE {changed} WITH (autovacuum_enabled = false) AS "
         "SELECT {keys_out}, {flag} AS {gone} FROM {keys} AS k {join} {target} AS t ON {on} "
         "WHERE {condition}"
     ).format(
         changed=changed.identifier,
-        keys_out=keys_out,
-        flag=flag,
+        keys_out=pick.keys_out,
+        flag=pick.gone_flag,
         gone=sql.Identifier(gone_column),
         keys=keys.identifier,
-        join=join,
+        join=pick.join,
         target=target.identifier,
         on=join_on(key, "t", "k"),
-        condition=condition,
+        condition=pick.condition,
+    )
+
+
+class _KeyPick(NamedTuple):
+    """How the changed-keys statement joins the staged keys (`k`) to the target (`t`)."""
+
+    keys_out: sql.Composable
+    """The key columns it stages."""
+    gone_flag: sql.Composable
+    """Whether a staged key is one to delete."""
+    join: sql.SQL
+    condition: sql.Composable
+    """Which joined rows it stages."""
+
+
+def _changed(key: Sequence[str], changed_row: sql.Composable) -> _KeyPick:
+    """Merge: the source's keys that are new to the target or hash differently there."""
+    return _KeyPick(
+        keys_out=column_list(key, alias="k"),
+        gone_flag=sql.SQL("false"),
+        join=sql.SQL("LEFT JOIN"),
+        condition=changed_row,
+    )
+
+
+def _changed_or_gone(
+    key: Sequence[str], changed_row: sql.Composable, sync_scope: CheckedSql | None
+) -> _KeyPick:
+    """Sync: the changed keys, and the keys of target rows in scope the source no longer has."""
+    k_key = sql.Identifier("k", key[0])
+    gone = sql.SQL("{} IS NULL").format(k_key)
+    if sync_scope is not None:
+        gone = sql.SQL("{} AND ({})").format(gone, qualified_scope(sync_scope, "t"))
+    return _KeyPick(
+        keys_out=sql.SQL(", ").join(
+            sql.SQL("coalesce({}, {}) AS {}").format(
+                sql.Identifier("k", k), sql.Identifier("t", k), sql.Identifier(k)
+            )
+            for k in key
+        ),
+        gone_flag=sql.SQL("{} IS NULL").format(k_key),
+        join=sql.SQL("FULL JOIN"),
+        condition=sql.SQL("({}) OR ({})").format(gone, changed_row),
     )
 
 
