@@ -29,13 +29,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from bench.paths import run_check, run_copy, table_spec
-from stagecopy_dagster import catalog
 from stagecopy_dagster.copier import CopyOptions
-from stagecopy_dagster.identifiers import QualifiedName, parse_qualified_name
-from stagecopy_dagster.statements import Column
+from stagecopy_dagster.identifiers import parse_qualified_name
 
 
 def status_kb(field: str) -> int | None:
@@ -58,15 +54,6 @@ def reset_peak() -> bool:
     return True
 
 
-def _describe(source_url: str, table: QualifiedName) -> tuple[list[Column], tuple[str, ...]]:
-    """The columns and key a copy of `table` would report (for a check without a copy)."""
-    with psycopg.connect(source_url) as src:
-        oid = catalog.relation_oid(src, table)
-        if oid is None:
-            raise SystemExit(f"{table} does not exist at the source")
-        return catalog.columns(src, oid), catalog.primary_key(src, oid)
-
-
 def run_job(job: dict[str, Any], source_url: str, target_url: str) -> dict[str, Any]:
     """Run one copy or check; return its report."""
     gc.collect()
@@ -84,8 +71,7 @@ def run_job(job: dict[str, Any], source_url: str, target_url: str) -> dict[str, 
     out: dict[str, Any] = {"baseline_rss_kb": status_kb("VmRSS"), "peak_reset": peak_reset}
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     if job.get("check_only"):
-        columns, key = _describe(source_url, source)
-        report, seconds = run_check(source_url, target_url, spec, columns=columns, key=key)
+        report, seconds = run_check(source_url, target_url, spec)
         out.update(
             seconds=seconds,
             rows=report.source_rows,

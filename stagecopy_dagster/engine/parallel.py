@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from stagecopy_dagster import catalog
 from stagecopy_dagster import statements as st
@@ -44,9 +46,9 @@ def load_in_parallel(
     assert isinstance(source.relation, QualifiedName)
     names = [c.name for c in target.columns]
     with ctx.target.step("staging"):
-        snapshot = str(ctx.source.conn.execute(st.export_snapshot()).fetchone()[0])  # type: ignore[index]
+        snapshot = str(_one(ctx.source.conn, st.export_snapshot()))
         oid = catalog.relation_oid(ctx.source.conn, source.relation)
-        blocks = int(ctx.source.conn.execute(st.RELATION_BLOCKS, (oid,)).fetchone()[0])  # type: ignore[index]
+        blocks = int(_one(ctx.source.conn, st.RELATION_BLOCKS, (oid,)))
         with connectors.target() as conn:
             conn.execute(st.create_staging_table(staging, target.columns))
             conn.commit()
@@ -92,3 +94,12 @@ def drop_committed_staging(
         log.warning(
             "%s: could not drop staging table %s; the clean-up job will", ctx.label, staging
         )
+
+
+def _one(
+    conn: psycopg.Connection, statement: sql.SQL | sql.Composed, params: tuple[object, ...] = ()
+) -> Any:
+    """The single value a source statement returns."""
+    row = conn.execute(statement, params or None).fetchone()
+    assert row is not None
+    return row[0]

@@ -8,7 +8,7 @@ sending them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from contextlib import contextmanager
 from time import perf_counter
 from typing import Any
@@ -44,7 +44,7 @@ class SourceSnapshot:
 
     @classmethod
     @contextmanager
-    def begin(cls, conn: psycopg.Connection) -> Iterator[SourceSnapshot]:
+    def begin(cls, conn: psycopg.Connection) -> Generator[SourceSnapshot, None, None]:
         """Open the snapshot transaction on `conn` (autocommit off) and end it afterwards."""
         begin_read_only(conn)
         try:
@@ -76,7 +76,7 @@ class TargetSession:
         return self.conn.info.server_version
 
     @contextmanager
-    def step(self, name: str) -> Iterator[None]:
+    def step(self, name: str) -> Generator[None, None, None]:
         """Time a named step; database errors in it become errors naming the table and step."""
         started = perf_counter()
         try:

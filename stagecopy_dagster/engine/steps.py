@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from contextlib import contextmanager
 from typing import Any, LiteralString
 
@@ -75,7 +75,7 @@ def key_guard(
     *,
     savepoint: LiteralString,
     what: str,
-) -> Iterator[None]:
+) -> Generator[None, None, None]:
     """Run the block in a savepoint; rows that do not fit the key are reported by their keys.
 
     On a key violation the transaction rolls back to the savepoint (so it can still be read),
