@@ -113,7 +113,7 @@ def verify(
                     columns=[c.name for c in compared],
                     key=facts.key,
                     same_snapshot=False,
-                    hashable=portable_columns(compared, snap.version, tgt.info.server_version),
+                    hashable=portable_columns(compared, snap.version, catalog.server_version(tgt)),
                 )
 
     return _with_retries(target, attempt, on_retry)

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from stagecopy_dagster import catalog
 from stagecopy_dagster.errors import StagecopyError, wrap_db_error
 
 #: The first statement of every read-only snapshot stagecopy opens (source, or target for checks).
@@ -40,7 +41,7 @@ class SourceSnapshot:
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
-        self.version = conn.info.server_version
+        self.version = catalog.server_version(conn)
 
     @classmethod
     @contextmanager
@@ -73,7 +74,7 @@ class TargetSession:
     @property
     def version(self) -> int:
         """The target server's `server_version_num`."""
-        return self.conn.info.server_version
+        return catalog.server_version(self.conn)
 
     @contextmanager
     def step(self, name: str) -> Generator[None, None, None]:
