@@ -8,6 +8,7 @@ from time import perf_counter
 from psycopg import sql
 
 from stagecopy_dagster import statements as st
+from stagecopy_dagster.engine.plan import CopyPlan
 from stagecopy_dagster.engine.session import SourceSnapshot, TargetSession
 from stagecopy_dagster.engine.stream import pump
 from stagecopy_dagster.engine.types import (
@@ -18,9 +19,28 @@ from stagecopy_dagster.engine.types import (
     ProgressCallback,
     SourceFacts,
     Streamed,
+    TargetFacts,
 )
 from stagecopy_dagster.identifiers import QualifiedName, staging_table_name
 from stagecopy_dagster.spec import Mode, TableSpec
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a path starts from: the plan and the facts it was made from."""
+
+    plan: CopyPlan
+    source: SourceFacts
+    target: TargetFacts
+    watermark: object = None
+    """The target's newest `incremental_field` in scope, less `lookback` (None: read all)."""
+    loaded: tuple[QualifiedName, Streamed] | None = None
+    """A staging table parallel streams already filled, and what they moved."""
+
+    @property
+    def names(self) -> list[str]:
+        """The names of the columns to copy."""
+        return [c.name for c in self.target.columns]
 
 
 @dataclass(frozen=True)

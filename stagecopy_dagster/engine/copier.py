@@ -12,18 +12,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 
 import psycopg
 
 from stagecopy_dagster.engine import steps
-from stagecopy_dagster.engine.context import CopyContext
+from stagecopy_dagster.engine.context import CopyContext, Prepared
 from stagecopy_dagster.engine.describe import describe_source, prepare_target
 from stagecopy_dagster.engine.diff import copy_diff
 from stagecopy_dagster.engine.direct import copy_direct
 from stagecopy_dagster.engine.parallel import drop_committed_staging, load_in_parallel
-from stagecopy_dagster.engine.plan import MIN_TARGET_VERSION, CopyPlan, PlanFacts, plan_copy
+from stagecopy_dagster.engine.plan import MIN_TARGET_VERSION, PlanFacts, plan_copy
 from stagecopy_dagster.engine.session import SourceSnapshot, TargetSession
 from stagecopy_dagster.engine.staged import copy_staged
 from stagecopy_dagster.engine.types import (
@@ -35,8 +37,6 @@ from stagecopy_dagster.engine.types import (
     Counts,
     ProgressCallback,
     SourceFacts,
-    Streamed,
-    TargetFacts,
 )
 from stagecopy_dagster.errors import StagecopyError, wrap_db_error
 from stagecopy_dagster.identifiers import QualifiedName
@@ -47,12 +47,17 @@ from stagecopy_dagster.spec import TableSpec
 class _Outcome:
     """Everything the run learned and did inside the target transaction."""
 
-    source: SourceFacts
-    target: TargetFacts
-    plan: CopyPlan
+    job: Prepared
     counts: Counts
     target_rows: int
-    watermark: object
+
+
+#: Each path's function, as the plan names it.
+_PATHS: dict[CopyPath, Callable[[CopyContext, Prepared], Counts]] = {
+    CopyPath.DIRECT: copy_direct,
+    CopyPath.STAGED: copy_staged,
+    CopyPath.DIFF: copy_diff,
+}
 
 
 class TableCopier:
@@ -143,28 +148,15 @@ class TableCopier:
                 dry_run=ctx.dry_run,
             )
         )
-        loaded: tuple[QualifiedName, Streamed] | None = None
+        job = Prepared(plan, source, target, watermark)
         if plan.parallel:
             assert self.connectors is not None
-            moved = load_in_parallel(
-                ctx,
-                plan,
-                source,
-                target,
-                watermark=watermark,
-                staging=parallel_staging,
-                connectors=self.connectors,
-            )
-            loaded = (parallel_staging, moved)
-        if plan.path is CopyPath.DIRECT:
-            counts = copy_direct(ctx, plan, source, target, watermark=watermark, loaded=loaded)
-        elif plan.path is CopyPath.DIFF:
-            counts = copy_diff(ctx, plan, source, target)
-        else:
-            counts = copy_staged(ctx, plan, source, target, watermark=watermark, loaded=loaded)
+            moved = load_in_parallel(ctx, job, staging=parallel_staging, connectors=self.connectors)
+            job = dataclasses.replace(job, loaded=(parallel_staging, moved))
+        counts = _PATHS[plan.path](ctx, job)
         # Otherwise the table holds exactly what this run copied: no need to count.
         target_rows = steps.count_target(ctx) if plan.count_target else counts.inserted
-        return _Outcome(source, target, plan, counts, target_rows, watermark)
+        return _Outcome(job, counts, target_rows)
 
     def _result(self, outcome: _Outcome) -> CopyResult:
         counts = outcome.counts
@@ -172,20 +164,20 @@ class TableCopier:
             table=self.table.label,
             source=self.table.source_label,
             mode=self.table.mode,
-            path=outcome.plan.path.value,
-            copy_format=outcome.plan.copy_format,
+            path=outcome.job.plan.path.value,
+            copy_format=outcome.job.plan.copy_format,
             rows_copied=counts.rows_copied,
             inserted=counts.inserted,
             updated=counts.updated,
             deleted=counts.deleted,
             bytes=counts.bytes,
             target_rows=outcome.target_rows,
-            created_table=outcome.target.created,
-            added_columns=outcome.target.added,
-            watermark=None if outcome.watermark is None else str(outcome.watermark),
-            columns=outcome.target.columns,
-            key=outcome.source.key,
-            server_version=outcome.target.version,
+            created_table=outcome.job.target.created,
+            added_columns=outcome.job.target.added,
+            watermark=None if outcome.job.watermark is None else str(outcome.job.watermark),
+            columns=outcome.job.target.columns,
+            key=outcome.job.source.key,
+            server_version=outcome.job.target.version,
             steps=dict(self.context.target.steps),
             rows_compared=counts.rows_compared,
         )

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine import steps
-from stagecopy_dagster.engine.context import CopyContext
+from stagecopy_dagster.engine.context import CopyContext, Prepared
 from stagecopy_dagster.engine.plan import CopyPlan
 from stagecopy_dagster.engine.staged import Merged, create_staging, merge
 from stagecopy_dagster.engine.types import (
@@ -61,9 +61,10 @@ class ChangedKeys:
         return [self.table] + ([self.gone_table] if self.gone_table is not None else [])
 
 
-def copy_diff(ctx: CopyContext, plan: CopyPlan, source: SourceFacts, target: TargetFacts) -> Counts:
+def copy_diff(ctx: CopyContext, job: Prepared) -> Counts:
     """Find the changed keys, stage only their rows, MERGE them; sync deletes the gone keys."""
-    names = [c.name for c in target.columns]
+    plan, source, target = job.plan, job.source, job.target
+    names = job.names
     staging = create_staging(ctx, names)
     diff = find_changed_keys(ctx, plan, source, target)
     moved = _stage_changed_rows(ctx, plan, source, target, diff, staging)

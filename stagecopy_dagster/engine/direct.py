@@ -8,33 +8,25 @@ from __future__ import annotations
 
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine import steps
-from stagecopy_dagster.engine.context import CopyContext
+from stagecopy_dagster.engine.context import CopyContext, Prepared
 from stagecopy_dagster.engine.plan import CopyPlan
-from stagecopy_dagster.engine.types import Counts, SourceFacts, Streamed, TargetFacts
-from stagecopy_dagster.identifiers import QualifiedName
+from stagecopy_dagster.engine.types import Counts, Streamed
 
 
-def copy_direct(
-    ctx: CopyContext,
-    plan: CopyPlan,
-    source: SourceFacts,
-    target: TargetFacts,
-    *,
-    watermark: object,
-    loaded: tuple[QualifiedName, Streamed] | None = None,
-) -> Counts:
-    """Copy into the final table; `loaded` is a staging table parallel streams filled."""
+def copy_direct(ctx: CopyContext, job: Prepared) -> Counts:
+    """Copy into the final table (or move in what parallel streams loaded)."""
+    plan, source, target = job.plan, job.source, job.target
     deleted = _empty_scope(ctx, plan)
-    names = [c.name for c in target.columns]
-    if loaded is not None:  # loaded by parallel streams: one INSERT moves it in
-        staging, moved = loaded
+    names = job.names
+    if job.loaded is not None:  # loaded by parallel streams: one INSERT moves it in
+        staging, moved = job.loaded
         with ctx.target.step("insert"):
             rows = ctx.target.execute(st.insert_from(ctx.target_name, staging, target.columns))
             ctx.target.execute(st.drop_table(staging))
         moved = Streamed(rows, moved.bytes)
     else:
         moved = ctx.stream(
-            ctx.select(source, names, watermark=watermark),
+            ctx.select(source, names, watermark=job.watermark),
             st.copy_in(ctx.target_name.identifier, names, plan.copy_format),
             plan.copy_format,
         )

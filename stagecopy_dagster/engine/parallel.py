@@ -17,11 +17,10 @@ from psycopg import sql
 
 from stagecopy_dagster import catalog
 from stagecopy_dagster import statements as st
-from stagecopy_dagster.engine.context import CopyContext
-from stagecopy_dagster.engine.plan import CopyPlan
+from stagecopy_dagster.engine.context import CopyContext, Prepared
 from stagecopy_dagster.engine.session import begin_read_only
 from stagecopy_dagster.engine.stream import pump
-from stagecopy_dagster.engine.types import Connectors, SourceFacts, Streamed, TargetFacts
+from stagecopy_dagster.engine.types import Connectors, Streamed
 from stagecopy_dagster.errors import StagecopyError
 from stagecopy_dagster.identifiers import QualifiedName
 
@@ -29,22 +28,16 @@ log = logging.getLogger(__name__)
 
 
 def load_in_parallel(
-    ctx: CopyContext,
-    plan: CopyPlan,
-    source: SourceFacts,
-    target: TargetFacts,
-    *,
-    watermark: object,
-    staging: QualifiedName,
-    connectors: Connectors,
+    ctx: CopyContext, job: Prepared, *, staging: QualifiedName, connectors: Connectors
 ) -> Streamed:
     """Create and commit `staging`, load it with `plan.streams` COPY streams; return totals.
 
     The caller drops the table: in its transaction on success, else (after that transaction
     ended, which holds it) with :func:`drop_committed_staging`.
     """
+    plan, source, target = job.plan, job.source, job.target
     assert isinstance(source.relation, QualifiedName)
-    names = [c.name for c in target.columns]
+    names = job.names
     with ctx.target.step("staging"):
         snapshot = str(_one(ctx.source.conn, st.export_snapshot()))
         oid = catalog.relation_oid(ctx.source.conn, source.relation)
@@ -60,7 +53,7 @@ def load_in_parallel(
         lower = bounds[i]
         assert lower is not None
         blocks_range = st.ctid_range(lower, bounds[i + 1])
-        select = ctx.select(source, names, watermark=watermark, extra=blocks_range)
+        select = ctx.select(source, names, watermark=job.watermark, extra=blocks_range)
         with connectors.source() as src, connectors.target() as tgt:
             begin_read_only(src)
             src.execute(st.set_snapshot(snapshot))

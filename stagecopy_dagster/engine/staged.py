@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine import steps
-from stagecopy_dagster.engine.context import CopyContext
+from stagecopy_dagster.engine.context import CopyContext, Prepared
 from stagecopy_dagster.engine.plan import CopyPlan
-from stagecopy_dagster.engine.types import Counts, SourceFacts, Streamed, SyncForm, TargetFacts
+from stagecopy_dagster.engine.types import Counts, SourceFacts, SyncForm, TargetFacts
 from stagecopy_dagster.identifiers import QualifiedName
 
 
@@ -25,23 +25,16 @@ class Merged:
     deleted: int = 0
 
 
-def copy_staged(
-    ctx: CopyContext,
-    plan: CopyPlan,
-    source: SourceFacts,
-    target: TargetFacts,
-    *,
-    watermark: object,
-    loaded: tuple[QualifiedName, Streamed] | None = None,
-) -> Counts:
-    """Stage the rows in scope (or take what parallel streams `loaded`), MERGE, sync, drop."""
-    names = [c.name for c in target.columns]
-    if loaded is not None:
-        staging, moved = loaded
+def copy_staged(ctx: CopyContext, job: Prepared) -> Counts:
+    """Stage the rows in scope (or take what parallel streams loaded), MERGE, sync, drop."""
+    plan, source, target = job.plan, job.source, job.target
+    names = job.names
+    if job.loaded is not None:
+        staging, moved = job.loaded
     else:
         staging = create_staging(ctx, names)
         moved = ctx.stream(
-            ctx.select(source, names, watermark=watermark),
+            ctx.select(source, names, watermark=job.watermark),
             st.copy_in(staging.identifier, names, plan.copy_format),
             plan.copy_format,
         )
