@@ -181,7 +181,7 @@ _LEADS = [
     "t",
     "p",
     "h",
-]  # noqa: E501
+]
 _VOWELS = [
     "a",
     "ae",
@@ -204,7 +204,7 @@ _VOWELS = [
     "eu",
     "ui",
     "i",
-]  # noqa: E501
+]
 _TAILS = [
     "",
     "k",
@@ -234,7 +234,7 @@ _TAILS = [
     "t",
     "p",
     "t",
-]  # noqa: E501
+]
 
 
 def romanize(text: str) -> str:
