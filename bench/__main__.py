@@ -8,6 +8,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,12 @@ from typing import Any
 from bench import competitors as comp
 from bench import dataset as ds
 from bench.cli_run import CLI_RSS_TARGET_MB, CliRun, measure_cli
-from bench.clusters import running_clusters, server_settings
+from bench.clusters import BenchClusters, running_clusters, server_settings
 from bench.report import (
     RSS_GROWTH_TARGET,
     RSS_TARGET_MB,
     Sample,
+    Summary,
     competitor_lines,
     render,
     summarize,
@@ -139,13 +141,24 @@ def _memory_lines(
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _args(argv)
-    started = time.perf_counter()
-    load_before = os.getloadavg()
-    if load_before[0] > 1.5:
-        log(f"warning: the machine is busy (load average {load_before[0]:.1f}): slower numbers")
-    record: dict[str, Any] = {
+#: Above this 1-minute load average the numbers come out slower than the machine can do.
+_BUSY_LOAD = 1.5
+
+
+@dataclass
+class _Measured:
+    """What the stagecopy rounds measured, before the other tools run."""
+
+    runner: Runner
+    rounds: list[dict[str, float]]
+    cli: CliRun
+    one_shot: dict[str, Any] | None
+    big: dict[str, Any] | None
+
+
+def _record(args: argparse.Namespace, load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """The start of the JSON record: the run's settings and the machine."""
+    return {
         "started": datetime.now().isoformat(timespec="seconds"),
         "rows": args.rows,
         "runs": args.runs,
@@ -158,56 +171,108 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_before": load_before,
         },
     }
+
+
+def _rounds(runner: Runner, runs: int) -> list[dict[str, float]]:
+    """Run the timed rounds; each one's load average and seconds."""
     rounds: list[dict[str, float]] = []
+    for run in range(runs):
+        load = os.getloadavg()[0]
+        log(f"round {run + 1}/{runs} (load average {load:.1f})")
+        round_started = time.perf_counter()
+        runner.round(run)
+        rounds.append({"load_average": load, "seconds": time.perf_counter() - round_started})
+    return rounds
+
+
+def _measure(cl: BenchClusters, args: argparse.Namespace) -> _Measured:
+    """Seed the source, run the rounds, then the CLI's and (with --memory) the copier's RSS."""
+    runner = Runner(cl, args.rows, write_block=args.write_block)
     one_shot = big = None
+    try:
+        runner.setup_source()
+        rounds = _rounds(runner, args.runs)
+        runner.check_source_digest()
+        log("stagecopy run (the CLI, Dagster in process): peak RSS")
+        cli = measure_cli(runner)
+        if args.memory:
+            log("memory: fresh copier processes, 1x and 5x rows")
+            one_shot = runner.memory_run(args.rows)
+            big = runner.memory_run(5 * args.rows)
+    finally:
+        runner.close()
+    return _Measured(runner, rounds, cli, one_shot, big)
+
+
+def _competitors(cl: BenchClusters, args: argparse.Namespace) -> list[comp.Outcome]:
+    """Time the other tools (with --competitors), logging each one's outcome."""
+    outcomes: list[comp.Outcome] = []
+    if not args.competitors:
+        return outcomes
+    log(f"other tools, {args.competitor_runs} run(s) each")
+    setting = comp.Setting(
+        clusters=cl,
+        source=ds.SOURCE_TABLE,
+        python=args.competitor_python,
+        runs=args.competitor_runs,
+        timeout=600,
+        expected=comp.expected_of(cl.source.url, ds.SOURCE_TABLE),
+    )
+    for outcome in comp.run_all(
+        setting, sling_upsert=args.sling_upsert, dlt_defaults=args.dlt_defaults
+    ):
+        outcomes.append(outcome)
+        shown = " ".join(f"{x:.2f}" for x in outcome.seconds) or "-"
+        rss = f"{(outcome.maxrss_kb or 0) / 1024:.0f} MB"
+        log(f"  {outcome.key}: {shown} s, {outcome.rows} rows, {rss} {outcome.note}")
+    return outcomes
+
+
+def _print_misses(
+    args: argparse.Namespace,
+    summaries: list[Summary],
+    *,
+    memory: list[dict[str, Any]],
+    others: list[dict[str, Any]],
+) -> None:
+    """Name every target the run missed (stated for TARGET_ROWS rows)."""
+    misses = (
+        [s.key for s in summaries if s.verdict == "MISS"]
+        + [m["label"] for m in memory if m["verdict"] == "MISS"]
+        + [c["key"] for c in others if c["verdict"] == "MISS"]
+    )
+    if misses:
+        scale = "" if args.rows >= TARGET_ROWS else f" at {args.rows:,} rows"
+        print(f"targets missed{scale}: {', '.join(misses)}")
+        if args.rows < TARGET_ROWS:
+            # A run's fixed cost (lock, describe, commit) weighs more in a small table.
+            print(f"(the targets are stated for {TARGET_ROWS:,} rows)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    if load_before[0] > _BUSY_LOAD:
+        log(f"warning: the machine is busy (load average {load_before[0]:.1f}): slower numbers")
+    record = _record(args, load_before)
     try:
         with running_clusters(args.pg, args.workdir, keep=args.keep) as cl:
             log(f"PostgreSQL {cl.install.version} source and target clusters up")
             record["settings"] = server_settings(cl.target)
-            runner = Runner(cl, args.rows, write_block=args.write_block)
-            try:
-                runner.setup_source()
-                for run in range(args.runs):
-                    load = os.getloadavg()[0]
-                    log(f"round {run + 1}/{args.runs} (load average {load:.1f})")
-                    round_started = time.perf_counter()
-                    runner.round(run)
-                    rounds.append(
-                        {"load_average": load, "seconds": time.perf_counter() - round_started}
-                    )
-                runner.check_source_digest()
-                log("stagecopy run (the CLI, Dagster in process): peak RSS")
-                cli = measure_cli(runner)
-                if args.memory:
-                    log("memory: fresh copier processes, 1x and 5x rows")
-                    one_shot = runner.memory_run(args.rows)
-                    big = runner.memory_run(5 * args.rows)
-            finally:
-                runner.close()
-            outcomes: list[comp.Outcome] = []
-            if args.competitors:
-                log(f"other tools, {args.competitor_runs} run(s) each")
-                setting = comp.Setting(
-                    clusters=cl,
-                    source=ds.SOURCE_TABLE,
-                    python=args.competitor_python,
-                    runs=args.competitor_runs,
-                    timeout=600,
-                    expected=comp.expected_of(cl.source.url, ds.SOURCE_TABLE),
-                )
-                for outcome in comp.run_all(
-                    setting, sling_upsert=args.sling_upsert, dlt_defaults=args.dlt_defaults
-                ):
-                    outcomes.append(outcome)
-                    shown = " ".join(f"{x:.2f}" for x in outcome.seconds) or "-"
-                    rss = f"{(outcome.maxrss_kb or 0) / 1024:.0f} MB"
-                    log(f"  {outcome.key}: {shown} s, {outcome.rows} rows, {rss} {outcome.note}")
+            measured = _measure(cl, args)
+            outcomes = _competitors(cl, args)
     except BenchFailure as exc:
         log(f"BENCHMARK FAILED: {exc}")
         return 2
-    summaries = summarize(runner.samples)
+    samples = measured.runner.samples
+    summaries = summarize(samples)
     memory = _memory_lines(
-        [s for s in runner.samples if s.key == "a"], one_shot, big, cli, args.rows
+        [s for s in samples if s.key == "a"],
+        measured.one_shot,
+        measured.big,
+        measured.cli,
+        args.rows,
     )
     others = competitor_lines(summaries, outcomes)
     table = render(summaries, memory, others, args.competitor_runs)
@@ -215,11 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     record["machine"]["load_average_after"] = os.getloadavg()
     record.update(
         seconds=elapsed,
-        rounds=rounds,
+        rounds=measured.rounds,
         summaries=summaries,
         memory=memory,
         competitors=others,
-        samples=runner.samples,
+        samples=samples,
         table=table.splitlines(),
     )
     out = args.json or REPO / "bench" / "results" / f"{datetime.now():%Y-%m-%dT%H%M%S}.json"
@@ -233,17 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table)
     print(f"\nrecord: {out}")
-    misses = (
-        [s.key for s in summaries if s.verdict == "MISS"]
-        + [m["label"] for m in memory if m["verdict"] == "MISS"]
-        + [c["key"] for c in others if c["verdict"] == "MISS"]
-    )
-    if misses:
-        scale = "" if args.rows >= TARGET_ROWS else f" at {args.rows:,} rows"
-        print(f"targets missed{scale}: {', '.join(misses)}")
-        if args.rows < TARGET_ROWS:
-            # A run's fixed cost (lock, describe, commit) weighs more in a small table.
-            print(f"(the targets are stated for {TARGET_ROWS:,} rows)")
+    _print_misses(args, summaries, memory=memory, others=others)
     return 0
 
 

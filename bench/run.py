@@ -291,23 +291,36 @@ class Runner:
 
     def round(self, run: int) -> None:
         # Distinct 1% slices: updates from 0..49, deletes from 50..99.
-        first, second, third = (3 * run) % 50, (3 * run + 1) % 50, (3 * run + 2) % 50
+        updates = ((3 * run) % 50, (3 * run + 1) % 50, (3 * run + 2) % 50)
         gone = 50 + run % 50
         n = self.source_digest.rows
 
         self.floor("F2", run, FLOOR_STAGING, primary_key=False, verify=run == 0)
         self.floor("Fpk", run, FLOOR_PK, primary_key=True, verify=run == 0)
+        self._initial_load(run, n)
+        changed = self._recopies(run, n, updates)
+        self._incremental(run, changed)
+        deleted, removed = self._deletes(run, gone)
+        self._integrity(run, target_rows=n - deleted)
+        self.restore_deleted(removed)
+        self._parallel_load(run, n)
 
-        # (a) initial load: the target table does not exist.
+    def _drop_target(self) -> None:
         self.on_target(
             lambda c: c.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(TARGET_TABLE.identifier))
         )
+
+    def _initial_load(self, run: int, n: int) -> None:
+        """(a) initial load: the target table does not exist."""
+        self._drop_target()
         self.checkpoint()
         a = self.record("a", run, self.copier(mode="merge"))
         self.expect("a", "path", a.detail["path"], "direct")
         self.expect("a", "rows copied", a.rows, n)
 
-        # (b) full re-copy after 1% of the rows changed.
+    def _recopies(self, run: int, n: int, updates: tuple[int, int, int]) -> int:
+        """(b) and (b_all): full re-copies after 1% of the rows changed; rows changed after."""
+        first, second, third = updates
         changed = self.verify_during(
             "a", TARGET_TABLE, self.source_digest, lambda: self.update_slice(first)
         )
@@ -333,11 +346,12 @@ class Runner:
             (b_all.detail["inserted"], b_all.detail["updated"]),
             (0, changed),
         )
-        changed = self.verify_during(
+        return self.verify_during(
             "b_all", TARGET_TABLE, self.source_digest, lambda: self.update_slice(third)
         )
 
-        # (c) incremental: the index an incremental first run would have created, 1% more changed.
+    def _incremental(self, run: int, changed: int) -> None:
+        """(c) incremental: with the index an incremental first run creates, 1% more changed."""
         index = clip_identifier(f"{TARGET_TABLE.name}_updated_at_idx")
         self.on_target(
             lambda c: c.execute(
@@ -352,9 +366,10 @@ class Runner:
         if not changed <= c.rows <= changed + 1:
             raise BenchFailure(f"c: copied {c.rows} rows for {changed} changed")
         self.expect("c", "updated", c.detail["updated"], changed)
-        before_delete = self.source_digest
 
-        # (d') merge and (d) sync, from the same state: 1% of the keys deleted at the source.
+    def _deletes(self, run: int, gone: int) -> tuple[int, ds.Digest]:
+        """(d') merge and (d) sync, from the same state: 1% of the keys deleted at the source."""
+        before_delete = self.source_digest
         deleted, removed = self.verify_during(
             "c", TARGET_TABLE, before_delete, lambda: self.delete_slice(gone)
         )
@@ -367,19 +382,18 @@ class Runner:
         d = self.record("d", run, self.copier(mode="sync"))
         self.expect("d", "deleted", d.detail["deleted"], deleted)
         self.verify("d", TARGET_TABLE, self.source_digest)
+        return deleted, removed
 
-        # (e) the integrity check over all rows, as the asset check runs it.
+    def _integrity(self, run: int, *, target_rows: int) -> None:
+        """(e) the integrity check over all rows, as the asset check runs it."""
         self.checkpoint()
         e = self.record("e", run, self.copier(mode="sync", check_only=True))
-        if not e.detail["passed"] or e.detail["target_rows"] != n - deleted:
+        if not e.detail["passed"] or e.detail["target_rows"] != target_rows:
             raise BenchFailure(f"e: integrity check did not pass cleanly: {e.detail}")
 
-        self.restore_deleted(removed)
-
-        # (g) the initial load again, split into two COPY streams over one exported snapshot.
-        self.on_target(
-            lambda c: c.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(TARGET_TABLE.identifier))
-        )
+    def _parallel_load(self, run: int, n: int) -> None:
+        """(g) the initial load again, split into two COPY streams over one exported snapshot."""
+        self._drop_target()
         self.checkpoint()
         g = self.record("g", run, self.copier(mode="merge", parallel=2))
         self.expect("g", "rows copied", g.rows, n)

@@ -15,7 +15,7 @@ from stagecopy_dagster.copier import CopyResult, Progress, ProgressCallback
 from stagecopy_dagster.errors import StagecopyError
 from stagecopy_dagster.integrity import IntegrityReport
 from stagecopy_dagster.resources import PostgresResource
-from stagecopy_dagster.runner import replicate, verify
+from stagecopy_dagster.runner import Replication, RetryHook, replicate, verify
 from stagecopy_dagster.spec import TableSpec
 from stagecopy_dagster.translator import INTEGRITY_CHECK, StagecopyTranslator
 
@@ -115,6 +115,82 @@ def _progress_logger(context: dg.AssetExecutionContext) -> ProgressCallback:
     return report
 
 
+def _retry_logger(context: dg.AssetExecutionContext, table: TableSpec) -> RetryHook:
+    def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
+        context.log.warning(
+            f"{table.label}: attempt {attempt} failed ({exc}); retry in {delay:.1f} s"
+        )
+
+    return on_retry
+
+
+def _copy_table(
+    context: dg.AssetExecutionContext,
+    table: TableSpec,
+    *,
+    source: PostgresResource,
+    target: PostgresResource,
+    verify_after: bool,
+    on_retry: RetryHook,
+) -> Replication:
+    """Replicate `table` (verifying it in the copy's snapshot when asked), logging each end."""
+    context.log.info(
+        f"{table.label}: copying from {table.source_label} "
+        f"({source.describe()} -> {target.describe()}), mode {table.mode.value}"
+    )
+    done = replicate(
+        table,
+        source,
+        target,
+        verify=verify_after,
+        progress=_progress_logger(context),
+        on_retry=on_retry,
+    )
+    r = done.result
+    context.log.info(
+        f"{table.label}: {r.rows_copied:,} rows, {r.bytes / 1e6:,.1f} MB "
+        f"({r.copy_format}, {r.path}) in {r.seconds:.2f} s: inserted {r.inserted}, "
+        f"updated {r.updated}, deleted {r.deleted}"
+    )
+    return done
+
+
+def _run_table(
+    context: dg.AssetExecutionContext,
+    table: TableSpec,
+    *,
+    asset_key: dg.AssetKey,
+    check_key: dg.AssetCheckKey,
+    source: PostgresResource,
+    target: PostgresResource,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """The op body: copy (when the asset is selected), then the check (when it is selected)."""
+    copy_selected = asset_key in context.selected_asset_keys
+    check_selected = check_key in context.selected_asset_check_keys
+    on_retry = _retry_logger(context, table)
+    try:
+        if copy_selected:
+            done = _copy_table(
+                context,
+                table,
+                source=source,
+                target=target,
+                verify_after=check_selected,
+                on_retry=on_retry,
+            )
+            yield dg.MaterializeResult(
+                asset_key=asset_key, metadata=materialize_metadata(table, done.result)
+            )
+            report = done.report
+        else:
+            report = verify(table, source, target, on_retry=on_retry) if check_selected else None
+    except StagecopyError as exc:
+        raise dg.Failure(description=str(exc), metadata={"table": table.label}) from None
+    if report is not None:
+        context.log.info(report.summary)
+        yield check_result(asset_key, report)
+
+
 def build_table_asset(
     table: TableSpec, *, translator: StagecopyTranslator | None = None
 ) -> dg.AssetsDefinition:
@@ -139,46 +215,13 @@ def build_table_asset(
     def _replicate(
         context: dg.AssetExecutionContext, source: PostgresResource, target: PostgresResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        copy_selected = asset_spec.key in context.selected_asset_keys
-        check_selected = check_spec.key in context.selected_asset_check_keys
-
-        def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
-            context.log.warning(
-                f"{table.label}: attempt {attempt} failed ({exc}); retry in {delay:.1f} s"
-            )
-
-        try:
-            if copy_selected:
-                context.log.info(
-                    f"{table.label}: copying from {table.source_label} "
-                    f"({source.describe()} -> {target.describe()}), mode {table.mode.value}"
-                )
-                done = replicate(
-                    table,
-                    source,
-                    target,
-                    verify=check_selected,
-                    progress=_progress_logger(context),
-                    on_retry=on_retry,
-                )
-                r = done.result
-                context.log.info(
-                    f"{table.label}: {r.rows_copied:,} rows, {r.bytes / 1e6:,.1f} MB "
-                    f"({r.copy_format}, {r.path}) in {r.seconds:.2f} s: inserted {r.inserted}, "
-                    f"updated {r.updated}, deleted {r.deleted}"
-                )
-                yield dg.MaterializeResult(
-                    asset_key=asset_spec.key, metadata=materialize_metadata(table, r)
-                )
-                report = done.report
-            else:
-                report = (
-                    verify(table, source, target, on_retry=on_retry) if check_selected else None
-                )
-        except StagecopyError as exc:
-            raise dg.Failure(description=str(exc), metadata={"table": table.label}) from None
-        if report is not None:
-            context.log.info(report.summary)
-            yield check_result(asset_spec.key, report)
+        yield from _run_table(
+            context,
+            table,
+            asset_key=asset_spec.key,
+            check_key=check_spec.key,
+            source=source,
+            target=target,
+        )
 
     return _replicate

@@ -80,34 +80,8 @@ def split_identifier_path(text: str, *, what: str) -> list[str]:
             i += 1
         if i >= n:
             raise SpecError(f"{what} {text!r}: expected a name")
-        if text[i] == '"':
-            j, buf = i + 1, []
-            while True:
-                if j >= n:
-                    raise SpecError(f"{what} {text!r}: unterminated quoted name")
-                if text[j] == '"':
-                    if j + 1 < n and text[j + 1] == '"':
-                        buf.append('"')
-                        j += 2
-                        continue
-                    break
-                buf.append(text[j])
-                j += 1
-            part = "".join(buf)
-            if not part:
-                raise SpecError(f"{what} {text!r}: a quoted name cannot be empty")
-            i = j + 1
-        else:
-            j = i
-            if not _UNQUOTED_START.match(text[j]):
-                raise SpecError(
-                    f"{what} {text!r}: unquoted names start with a letter or '_' "
-                    '(write "..." for any other name)'
-                )
-            while j < n and _UNQUOTED_REST.match(text[j]):
-                j += 1
-            part = _fold(text[i:j])
-            i = j
+        read = _read_quoted if text[i] == '"' else _read_unquoted
+        part, i = read(text, i, what=what)
         parts.append(clip_identifier(part))
         while i < n and text[i].isspace():
             i += 1
@@ -121,6 +95,39 @@ def split_identifier_path(text: str, *, what: str) -> list[str]:
         i += 1
 
 
+def _read_quoted(text: str, start: int, *, what: str) -> tuple[str, int]:
+    """The name in the double quotes at `start` (`""` is a quote), and the index after them."""
+    j, buf, n = start + 1, [], len(text)
+    while True:
+        if j >= n:
+            raise SpecError(f"{what} {text!r}: unterminated quoted name")
+        if text[j] == '"':
+            if j + 1 < n and text[j + 1] == '"':
+                buf.append('"')
+                j += 2
+                continue
+            break
+        buf.append(text[j])
+        j += 1
+    part = "".join(buf)
+    if not part:
+        raise SpecError(f"{what} {text!r}: a quoted name cannot be empty")
+    return part, j + 1
+
+
+def _read_unquoted(text: str, start: int, *, what: str) -> tuple[str, int]:
+    """The folded unquoted name at `start`, and the index after it."""
+    if not _UNQUOTED_START.match(text[start]):
+        raise SpecError(
+            f"{what} {text!r}: unquoted names start with a letter or '_' "
+            '(write "..." for any other name)'
+        )
+    j, n = start, len(text)
+    while j < n and _UNQUOTED_REST.match(text[j]):
+        j += 1
+    return _fold(text[start:j]), j
+
+
 def parse_qualified_name(text: str, *, default_schema: str = "public") -> QualifiedName:
     """Parse `schema.table` (or `table`, in `default_schema`) following PostgreSQL's rules.
 
@@ -129,10 +136,11 @@ def parse_qualified_name(text: str, *, default_schema: str = "public") -> Qualif
         QualifiedName(schema='raw_data', name='Order Items')
     """
     parts = split_identifier_path(text, what="table name")
-    if len(parts) == 1:
-        return QualifiedName(default_schema, parts[0])
-    if len(parts) == 2:
-        return QualifiedName(parts[0], parts[1])
+    match parts:
+        case [name]:
+            return QualifiedName(default_schema, name)
+        case [schema, name]:
+            return QualifiedName(schema, name)
     raise SpecError(f"table name {text!r}: expected schema.table, got {len(parts)} parts")
 
 
@@ -181,7 +189,7 @@ _LEADS = [
     "t",
     "p",
     "h",
-]  # noqa: E501
+]
 _VOWELS = [
     "a",
     "ae",
@@ -204,7 +212,7 @@ _VOWELS = [
     "eu",
     "ui",
     "i",
-]  # noqa: E501
+]
 _TAILS = [
     "",
     "k",
@@ -234,17 +242,23 @@ _TAILS = [
     "t",
     "p",
     "t",
-]  # noqa: E501
+]
+
+
+#: Unicode lays the Hangul syllables out from U+AC00 as lead x vowel x tail (19 x 21 x 28).
+_HANGUL_FIRST = 0xAC00
+_SYLLABLES_PER_LEAD = len(_VOWELS) * len(_TAILS)
+_HANGUL_SYLLABLES = len(_LEADS) * _SYLLABLES_PER_LEAD
 
 
 def romanize(text: str) -> str:
     """Transliterate Hangul syllables (Revised Romanization, simplified); keep other chars."""
     out = []
     for ch in text:
-        code = ord(ch) - 0xAC00
-        if 0 <= code < 11172:
-            lead, rest = divmod(code, 588)
-            vowel, tail = divmod(rest, 28)
+        code = ord(ch) - _HANGUL_FIRST
+        if 0 <= code < _HANGUL_SYLLABLES:
+            lead, rest = divmod(code, _SYLLABLES_PER_LEAD)
+            vowel, tail = divmod(rest, len(_TAILS))
             out.append(_LEADS[lead] + _VOWELS[vowel] + _TAILS[tail])
         else:
             out.append(ch)

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -91,28 +91,56 @@ def portable_columns(columns: Sequence[Column], *versions: int) -> list[str]:
     return [c.name for c in columns if st.has_portable_hash(c.type)]
 
 
-def _digests(
-    conn: psycopg.Connection,
-    relation: QualifiedName | CheckedSql,
-    columns: Sequence[str],
-    key: Sequence[str],
-    where: CheckedSql | None,
-    hashable: Sequence[str],
-) -> dict[int, tuple[int, Any]]:
-    rows = conn.execute(st.bucket_digests(relation, columns, key, where, hashable)).fetchall()
-    return {int(b): (int(n), s) for b, n, s in rows}
+@dataclass(frozen=True)
+class _Side:
+    """One side of the comparison: a connection and the relation read on it."""
+
+    conn: psycopg.Connection
+    relation: QualifiedName | CheckedSql
 
 
-def _rows(
-    conn: psycopg.Connection,
-    relation: QualifiedName | CheckedSql,
-    columns: Sequence[str],
-    key: Sequence[str],
-    where: CheckedSql | None,
-    buckets: list[int],
-    hashable: Sequence[str],
-) -> list[tuple[str, int]]:
-    return conn.execute(st.row_digests(relation, columns, key, where, buckets, hashable)).fetchall()
+@dataclass(frozen=True)
+class _Scope:
+    """What both sides hash: the same columns, bucket key, `where` and binary-hashed columns."""
+
+    columns: Sequence[str]
+    key: Sequence[str]
+    where: CheckedSql | None
+    hashable: Sequence[str]
+
+    def digests(self, side: _Side) -> dict[int, tuple[int, Any]]:
+        """Row count and hash sum per bucket of keys on `side`."""
+        stmt = st.bucket_digests(
+            side.relation, self.columns, key=self.key, where=self.where, hashable=self.hashable
+        )
+        return {int(b): (int(n), s) for b, n, s in side.conn.execute(stmt).fetchall()}
+
+    def rows(self, side: _Side, buckets: list[int]) -> list[tuple[str, int]]:
+        """Key text and row hash of the rows on `side` in one of `buckets`."""
+        stmt = st.row_digests(
+            side.relation,
+            self.columns,
+            key=self.key,
+            where=self.where,
+            buckets=buckets,
+            hashable=self.hashable,
+        )
+        return side.conn.execute(stmt).fetchall()
+
+
+@dataclass
+class _Tally:
+    """Running counts per kind of difference, with the first few keys of each as samples."""
+
+    counts: Counter[str] = field(default_factory=Counter[str])
+    samples: dict[str, list[str]] = field(
+        default_factory=lambda: {"missing": [], "extra": [], "changed": []}
+    )
+
+    def note(self, kind: str, key: str, n: int = 1) -> None:
+        self.counts[kind] += n
+        if len(self.samples[kind]) < SAMPLE_SIZE:
+            self.samples[kind].append(key)
 
 
 def _by_key(rows: list[tuple[str, int]]) -> tuple[dict[str, int], list[str]]:
@@ -125,6 +153,59 @@ def _by_key(rows: list[tuple[str, int]]) -> tuple[dict[str, int], list[str]]:
         else:
             found[key] = digest
     return found, repeats
+
+
+def _tally_keyed(
+    tally: _Tally, source_rows: list[tuple[str, int]], target_rows: list[tuple[str, int]]
+) -> None:
+    """Tally differences between rows matched by key."""
+    s_map, s_repeats = _by_key(source_rows)
+    t_map, t_repeats = _by_key(target_rows)
+    # A key held twice is a difference a dict would hide.
+    for k in s_repeats:
+        tally.note("missing", k)
+    for k in t_repeats:
+        tally.note("extra", k)
+    for k, h in s_map.items():
+        other = t_map.get(k)
+        if other is None:
+            tally.note("missing", k)
+        elif other != h:
+            tally.note("changed", k)
+    for k in t_map.keys() - s_map.keys():
+        tally.note("extra", k)
+
+
+def _tally_multiset(
+    tally: _Tally, source_rows: list[tuple[str, int]], target_rows: list[tuple[str, int]]
+) -> None:
+    """Tally differences between rows compared as a multiset (tables without a key)."""
+    s_count = Counter(source_rows)
+    t_count = Counter(target_rows)
+    for (text, _), n in (s_count - t_count).items():
+        tally.note("missing", text, n)
+    for (text, _), n in (t_count - s_count).items():
+        tally.note("extra", text, n)
+
+
+def _drill_down(
+    pool: ThreadPoolExecutor,
+    sides: tuple[_Side, _Side],
+    *,
+    scope: _Scope,
+    differing: list[int],
+    keyed: bool,
+) -> _Tally:
+    """Read the `differing` buckets row by row on both sides, a batch at a time, and tally."""
+    source, target = sides
+    tally = _Tally()
+    tally_batch = _tally_keyed if keyed else _tally_multiset
+    for i in range(0, len(differing), _BUCKET_BATCH):
+        batch = differing[i : i + _BUCKET_BATCH]
+        s_f = pool.submit(scope.rows, source, batch)
+        t_f = pool.submit(scope.rows, target, batch)
+        tally_batch(tally, s_f.result(), t_f.result())
+    return tally
 
 
 def compare(
@@ -146,74 +227,27 @@ def compare(
     """
     started = time.perf_counter()
     keyed = bool(key)
-    bucket_key = list(key) if keyed else list(columns)
     where = table.where
-    target_rel = table.target_table
+    scope = _Scope(list(columns), list(key) if keyed else list(columns), where, hashable)
+    sides = (_Side(source, source_relation), _Side(target, table.target_table))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        src_f = pool.submit(_digests, source, source_relation, columns, bucket_key, where, hashable)
-        tgt_f = pool.submit(_digests, target, target_rel, columns, bucket_key, where, hashable)
+        src_f = pool.submit(scope.digests, sides[0])
+        tgt_f = pool.submit(scope.digests, sides[1])
         src_d, tgt_d = src_f.result(), tgt_f.result()
-        source_rows = sum(n for n, _ in src_d.values())
-        target_rows = sum(n for n, _ in tgt_d.values())
         differing = sorted(b for b in set(src_d) | set(tgt_d) if src_d.get(b) != tgt_d.get(b))
-        missing = extra = changed = 0
-        samples: dict[str, list[str]] = {"missing": [], "extra": [], "changed": []}
-
-        def note(kind: str, value: str) -> None:
-            if len(samples[kind]) < SAMPLE_SIZE:
-                samples[kind].append(value)
-
-        for i in range(0, len(differing), _BUCKET_BATCH):
-            batch = differing[i : i + _BUCKET_BATCH]
-            s_f = pool.submit(
-                _rows, source, source_relation, columns, bucket_key, where, batch, hashable
-            )
-            t_f = pool.submit(
-                _rows, target, target_rel, columns, bucket_key, where, batch, hashable
-            )
-            s_rows, t_rows = s_f.result(), t_f.result()
-            if keyed:
-                s_map, s_repeats = _by_key(s_rows)
-                t_map, t_repeats = _by_key(t_rows)
-                # A key held twice is a difference a dict would hide.
-                for k in s_repeats:
-                    missing += 1
-                    note("missing", k)
-                for k in t_repeats:
-                    extra += 1
-                    note("extra", k)
-                for k, h in s_map.items():
-                    other = t_map.get(k)
-                    if other is None:
-                        missing += 1
-                        note("missing", k)
-                    elif other != h:
-                        changed += 1
-                        note("changed", k)
-                for k in t_map.keys() - s_map.keys():
-                    extra += 1
-                    note("extra", k)
-            else:
-                s_count = Counter(s_rows)
-                t_count = Counter(t_rows)
-                for (text, _), n in (s_count - t_count).items():
-                    missing += n
-                    note("missing", text)
-                for (text, _), n in (t_count - s_count).items():
-                    extra += n
-                    note("extra", text)
+        tally = _drill_down(pool, sides, scope=scope, differing=differing, keyed=keyed)
     return IntegrityReport(
         table=table.label,
         mode=table.mode,
         scope=None if where is None else where.text,
-        source_rows=source_rows,
-        target_rows=target_rows,
-        missing_rows=missing,
-        extra_rows=extra,
-        changed_rows=changed,
-        sample_missing=tuple(samples["missing"]),
-        sample_extra=tuple(samples["extra"]),
-        sample_changed=tuple(samples["changed"]),
+        source_rows=sum(n for n, _ in src_d.values()),
+        target_rows=sum(n for n, _ in tgt_d.values()),
+        missing_rows=tally.counts["missing"],
+        extra_rows=tally.counts["extra"],
+        changed_rows=tally.counts["changed"],
+        sample_missing=tuple(tally.samples["missing"]),
+        sample_extra=tuple(tally.samples["extra"]),
+        sample_changed=tuple(tally.samples["changed"]),
         seconds=time.perf_counter() - started,
         same_snapshot=same_snapshot,
     )

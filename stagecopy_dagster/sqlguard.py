@@ -79,27 +79,29 @@ def _qualify(node: object, alias: str) -> None:
 class _Inspector(Visitor):  # type: ignore[misc]
     """Collects function names and flags constructs that are never allowed."""
 
+    # The method names are pglast's visitor protocol (`visit_<NodeClass>`), hence CamelCase.
+
     def __init__(self) -> None:
         super().__init__()
         self.functions: list[tuple[str | None, str]] = []
         self.problems: list[str] = []
 
-    def visit_FuncCall(self, ancestors: object, node: ast.FuncCall) -> None:  # noqa: N802
+    def visit_FuncCall(self, ancestors: object, node: ast.FuncCall) -> None:
         names = [getattr(part, "sval", "") for part in node.funcname or ()]
         self.functions.append((names[0], names[-1]) if len(names) > 1 else (None, names[-1]))
 
-    def visit_SelectStmt(self, ancestors: object, node: ast.SelectStmt) -> None:  # noqa: N802
+    def visit_SelectStmt(self, ancestors: object, node: ast.SelectStmt) -> None:
         if node.lockingClause:
             self.problems.append("row locks (FOR UPDATE/SHARE) are not allowed")
         if node.intoClause:
             self.problems.append("SELECT INTO is not allowed")
 
-    def visit_InsertStmt(self, ancestors: object, node: ast.Node) -> None:  # noqa: N802
+    def visit_InsertStmt(self, ancestors: object, node: ast.Node) -> None:
         self.problems.append("data-modifying statements are not allowed")
 
-    visit_UpdateStmt = visit_InsertStmt  # noqa: N815
-    visit_DeleteStmt = visit_InsertStmt  # noqa: N815
-    visit_MergeStmt = visit_InsertStmt  # noqa: N815
+    visit_UpdateStmt = visit_InsertStmt
+    visit_DeleteStmt = visit_InsertStmt
+    visit_MergeStmt = visit_InsertStmt
 
 
 def _set_operation(stmt: ast.SelectStmt) -> str:

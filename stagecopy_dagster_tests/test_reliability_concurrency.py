@@ -362,33 +362,36 @@ def test_pool_limits_parallel_copies(any_pg: PgPair, tmp_path: Path) -> None:
     }
     tables = ", ".join(f"t{i:02d}" for i in range(POOL_TABLES))
     log = tmp_path / "run.log"
-    with SessionSampler(any_pg.cluster.url()).running() as sampler, log.open("w") as out:
-        with psycopg.connect(any_pg.target_admin_url) as holder:
-            holder.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")  # type: ignore[arg-type]
-            proc = subprocess.Popen(
-                [sys.executable, "run_pool.py", "2", str(POOL_TABLES)],
-                cwd=tmp_path,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                # Starting the run and its first step processes takes a while.
-                deadline = time.monotonic() + 600
-                while _lock_waiters(any_pg.target_admin_url) < 1:
-                    assert proc.poll() is None and time.monotonic() < deadline
-                    time.sleep(0.1)
-                # The first two steps start together; the resource's lock_timeout is 30 s, so
-                # let go well before the first of them gives up.
-                deadline = time.monotonic() + 20
-                while _lock_waiters(any_pg.target_admin_url) < 2 and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                in_flight = _lock_waiters(any_pg.target_admin_url)
-                time.sleep(2)  # a third step would have joined by now if the pool let it
-                still = _lock_waiters(any_pg.target_admin_url)
-            finally:
-                holder.rollback()
-            returncode = proc.wait(timeout=900)
+    with (
+        SessionSampler(any_pg.cluster.url()).running() as sampler,
+        log.open("w") as out,
+        psycopg.connect(any_pg.target_admin_url) as holder,
+    ):
+        holder.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")  # type: ignore[arg-type]
+        proc = subprocess.Popen(
+            [sys.executable, "run_pool.py", "2", str(POOL_TABLES)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            # Starting the run and its first step processes takes a while.
+            deadline = time.monotonic() + 600
+            while _lock_waiters(any_pg.target_admin_url) < 1:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+            # The first two steps start together; the resource's lock_timeout is 30 s, so
+            # let go well before the first of them gives up.
+            deadline = time.monotonic() + 20
+            while _lock_waiters(any_pg.target_admin_url) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            in_flight = _lock_waiters(any_pg.target_admin_url)
+            time.sleep(2)  # a third step would have joined by now if the pool let it
+            still = _lock_waiters(any_pg.target_admin_url)
+        finally:
+            holder.rollback()
+        returncode = proc.wait(timeout=900)
     output = log.read_text()
     assert returncode == 0, output[-3000:]
     assert (in_flight, still) == (2, 2)

@@ -68,12 +68,14 @@ def test_source_snapshot_refuses_writes_even_as_superuser(any_pg: PgPair, write:
 
 @pytest.mark.integration
 def test_source_snapshot_is_one_repeatable_read_read_only_transaction(any_pg: PgPair) -> None:
-    with PostgresResource(url=any_pg.source_url).connect() as conn:
-        with SourceSnapshot.begin(conn) as snap:
-            row = snap.conn.execute(
-                "SELECT current_setting('transaction_isolation'), "
-                "current_setting('transaction_read_only')"
-            ).fetchone()
+    with (
+        PostgresResource(url=any_pg.source_url).connect() as conn,
+        SourceSnapshot.begin(conn) as snap,
+    ):
+        row = snap.conn.execute(
+            "SELECT current_setting('transaction_isolation'), "
+            "current_setting('transaction_read_only')"
+        ).fetchone()
     assert row == ("repeatable read", "on")
 
 
@@ -219,9 +221,8 @@ def test_no_password_when_the_credentials_are_wrong(
     bad_source = source_url.replace(PASSWORD, wrong)
     any_pg.source("CREATE TABLE items (id int PRIMARY KEY)")
     # The error itself.
-    with pytest.raises(ConnectError) as caught:
-        with PostgresResource(url=bad_source).connect():
-            pass
+    with pytest.raises(ConnectError) as caught, PostgresResource(url=bad_source).connect():
+        pass
     assert "password authentication failed" in str(caught.value)
     assert wrong not in str(caught.value) and "postgresql://" not in str(caught.value)
     # And a whole run with it.

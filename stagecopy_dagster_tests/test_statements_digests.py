@@ -30,7 +30,9 @@ def test_portable_hash_types(type_name: str, portable: bool) -> None:
 
 
 def test_bucket_digests_hash_portable_columns_in_binary_and_the_rest_as_text() -> None:
-    stmt = st.bucket_digests(QualifiedName("s", "t"), ["id", "m"], ["id"], None, hashable={"id"})
+    stmt = st.bucket_digests(
+        QualifiedName("s", "t"), ["id", "m"], key=["id"], where=None, hashable={"id"}
+    )
     assert stmt.as_string(None) == (
         'SELECT b, count(*), sum(h) FROM (SELECT (hash_record_extended(ROW("id"), 0) & 1023)::int'
         ' AS b, hash_record_extended(ROW("id"), 1) # hashtextextended(ROW("m")::text, 1) AS h '

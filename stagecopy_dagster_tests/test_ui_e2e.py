@@ -109,6 +109,60 @@ def target_rows(home: Path, table: QualifiedName) -> int:
     return int(row[0])
 
 
+def launch_materialize_all(steps: Steps, base: str) -> str:
+    """On the asset graph (every group shown), click "Materialize all"; the run's id."""
+    page = steps.page
+    page.goto(f"{base}/asset-groups")
+    materialize_all = page.get_by_role("button", name="Materialize all")
+    materialize_all.wait_for()
+    dismiss_nux(page)
+    # Two groups or more render collapsed: the graph shows the groups, not the assets.
+    for group in GROUPS:
+        expect(page.get_by_text(group, exact=True).first).to_be_visible()
+    steps.shot("01_asset_graph")
+    steps.mark("asset graph")
+
+    materialize_all.click()
+    run_id = launched_run_id(page)
+    steps.shot("02_launched")
+    steps.mark(f"launched run {run_id}")
+    return run_id
+
+
+def wait_run_succeeded(steps: Steps, base: str, run_id: str) -> None:
+    """On the run's page, wait for it to end, and require success."""
+    steps.page.goto(f"{base}/runs/{run_id}")
+    status = wait_run_status(steps.page, timeout=RUN_TIMEOUT)
+    steps.shot("03_run")
+    steps.mark(f"run {status}")
+    assert status == "Success", f"run {run_id} ended {status}; see {ARTIFACTS}"
+
+
+def see_row_count(steps: Steps, base: str, rows: int) -> None:
+    """On the Korean table's asset page, see its description and `rows` as the row count."""
+    page = steps.page
+    page.goto(f"{base}/assets/{ASSET}")
+    assert TABLE.description is not None
+    expect(page.get_by_text(TABLE.description).first).to_be_visible()
+    # The overview's Status section: "Row count" over the `dagster/row_count` value.
+    expect(page.get_by_text("Row count", exact=True)).to_be_visible()
+    expect(page.get_by_text(f"{rows:,}", exact=True).first).to_be_visible()
+    steps.shot("04_asset_overview")
+    steps.mark(f"asset page: Row count {rows:,}")
+
+
+def see_check_passed(steps: Steps, run_id: str) -> None:
+    """On the asset's Checks tab, see `integrity` Passed for the run `run_id`."""
+    page = steps.page
+    page.get_by_role("tab", name="Checks").click()
+    expect(page).to_have_url(re.compile(r"view=checks"))
+    expect(page.get_by_text("Passed", exact=True).first).to_be_visible()
+    # The "Passed" result belongs to *our* run, not to the demo's earlier one.
+    expect_visible_with_reloads(page, page.locator(f'a[href^="/runs/{run_id}"]').first)
+    steps.shot("05_checks_passed")
+    steps.mark("integrity Passed for our run")
+
+
 def test_materialize_all_from_the_ui_passes_the_korean_tables_check(demo: DemoServer) -> None:
     loaded_after = demo.wait_until_loaded(timeout=DEMO_READY_TIMEOUT)
     base = demo.base_url
@@ -120,44 +174,11 @@ def test_materialize_all_from_the_ui_passes_the_korean_tables_check(demo: DemoSe
         steps = Steps(page)
         steps.mark(f"demo loaded after {loaded_after:.1f}s")
         try:
-            page.goto(f"{base}/asset-groups")
-            materialize_all = page.get_by_role("button", name="Materialize all")
-            materialize_all.wait_for()
-            dismiss_nux(page)
-            # Two groups or more render collapsed: the graph shows the groups, not the assets.
-            for group in GROUPS:
-                expect(page.get_by_text(group, exact=True).first).to_be_visible()
-            steps.shot("01_asset_graph")
-            steps.mark("asset graph")
-
-            materialize_all.click()
-            run_id = launched_run_id(page)
-            steps.shot("02_launched")
-            steps.mark(f"launched run {run_id}")
-
-            page.goto(f"{base}/runs/{run_id}")
-            status = wait_run_status(page, timeout=RUN_TIMEOUT)
-            steps.shot("03_run")
-            steps.mark(f"run {status}")
-            assert status == "Success", f"run {run_id} ended {status}; see {ARTIFACTS}"
-
+            run_id = launch_materialize_all(steps, base)
+            wait_run_succeeded(steps, base, run_id)
             rows = target_rows(demo.home, TABLE.target_table)
-            page.goto(f"{base}/assets/{ASSET}")
-            assert TABLE.description is not None
-            expect(page.get_by_text(TABLE.description).first).to_be_visible()
-            # The overview's Status section: "Row count" over the `dagster/row_count` value.
-            expect(page.get_by_text("Row count", exact=True)).to_be_visible()
-            expect(page.get_by_text(f"{rows:,}", exact=True).first).to_be_visible()
-            steps.shot("04_asset_overview")
-            steps.mark(f"asset page: Row count {rows:,}")
-
-            page.get_by_role("tab", name="Checks").click()
-            expect(page).to_have_url(re.compile(r"view=checks"))
-            expect(page.get_by_text("Passed", exact=True).first).to_be_visible()
-            # The "Passed" result belongs to *our* run, not to the demo's earlier one.
-            expect_visible_with_reloads(page, page.locator(f'a[href^="/runs/{run_id}"]').first)
-            steps.shot("05_checks_passed")
-            steps.mark("integrity Passed for our run")
+            see_row_count(steps, base, rows)
+            see_check_passed(steps, run_id)
         except BaseException:
             steps.shot("failure")
             raise

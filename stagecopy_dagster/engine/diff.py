@@ -67,7 +67,7 @@ def copy_diff(ctx: CopyContext, job: Prepared) -> Counts:
     names = job.names
     staging = create_staging(ctx, names)
     diff = find_changed_keys(ctx, plan, source, target)
-    moved = _stage_changed_rows(ctx, plan, source, target, diff, staging)
+    moved = _stage_changed_rows(ctx, plan, source=source, target=target, diff=diff, staging=staging)
     merged = Merged()
     # After a diff that found nothing to copy, there is nothing to MERGE either.
     if moved.rows or ctx.dry_run:
@@ -167,6 +167,7 @@ def _gone_keys(ctx: CopyContext, keys_table: QualifiedName, key: Sequence[str]) 
 def _stage_changed_rows(
     ctx: CopyContext,
     plan: CopyPlan,
+    *,
     source: SourceFacts,
     target: TargetFacts,
     diff: ChangedKeys,

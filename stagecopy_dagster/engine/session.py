@@ -9,7 +9,7 @@ sending them.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from time import perf_counter
 from typing import Any
 
@@ -52,10 +52,9 @@ class SourceSnapshot:
             yield cls(conn)
         finally:
             if not conn.closed:
-                try:
+                # A failed rollback means the connection died: nothing left to end.
+                with suppress(psycopg.Error):
                     conn.rollback()
-                except psycopg.Error:  # the connection died; nothing left to end
-                    pass
 
 
 class TargetSession:

@@ -68,6 +68,7 @@ def _bucket_of(key: Sequence[str], hashable: Collection[str]) -> sql.Composable:
 def bucket_digests(
     relation: QualifiedName | CheckedSql,
     columns: Sequence[str],
+    *,
     key: Sequence[str],
     where: CheckedSql | None,
     hashable: Collection[str] = (),
@@ -94,6 +95,7 @@ def bucket_digests(
 def row_digests(
     relation: QualifiedName | CheckedSql,
     columns: Sequence[str],
+    *,
     key: Sequence[str],
     where: CheckedSql | None,
     buckets: Sequence[int],

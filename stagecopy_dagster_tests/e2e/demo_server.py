@@ -120,7 +120,9 @@ class DemoServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_reset_signals,
+            # Only a preexec_fn can undo a SIG_IGN inherited from a background CI shell; the
+            # child calls nothing but signal() before exec, so the threads rule does not bite.
+            preexec_fn=_reset_signals,  # noqa: PLW1509
         )
 
     def log_tail(self, lines: int = 40) -> str:
