@@ -17,8 +17,8 @@ from stagecopy_dagster.automation import (
     cleanup_job,
     cleanup_schedule,
 )
-from stagecopy_dagster.embedded_default import SOURCE_DB, TARGET_DB
 from stagecopy_dagster.errors import SpecError
+from stagecopy_dagster.local.default import SOURCE_DB, TARGET_DB
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.spec import ReplicationSpec, load_spec
 from stagecopy_dagster.translator import StagecopyTranslator
@@ -26,7 +26,7 @@ from stagecopy_dagster.translator import StagecopyTranslator
 SOURCE_URL_ENV = "STAGECOPY_SOURCE_URL"
 TARGET_URL_ENV = "STAGECOPY_TARGET_URL"
 SPEC_ENV = "STAGECOPY_SPEC"
-DEMO_SPEC = Path(__file__).parent / "demo" / "replication.yaml"
+DEMO_SPEC = Path(__file__).parent / "local" / "demo" / "replication.yaml"
 
 
 def build_resources(

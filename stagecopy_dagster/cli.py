@@ -156,7 +156,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from stagecopy_dagster import embedded_default as ed
+    from stagecopy_dagster.local import default as ed
 
     print("stagecopy demo: starting the embedded PostgreSQL ...", flush=True)
     ed.embedded_url(ed.SOURCE_DB)

@@ -77,7 +77,7 @@ class PostgresResource(dg.ConfigurableResource):
         """The URL to connect to (the embedded default's when `url` is empty)."""
         if self.url:
             return self.url
-        from stagecopy_dagster.embedded_default import embedded_url
+        from stagecopy_dagster.local.default import embedded_url
 
         return embedded_url(self.embedded_database)
 

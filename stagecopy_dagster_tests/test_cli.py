@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from stagecopy_dagster.build import DEMO_SPEC
-from stagecopy_dagster.embedded import LocalCluster
+from stagecopy_dagster.local import LocalCluster
 from stagecopy_dagster.spec import load_spec
 from stagecopy_dagster_tests.pg import PgPair
 

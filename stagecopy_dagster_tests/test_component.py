@@ -24,8 +24,8 @@ from dagster.components.testing import DefsFolderSandbox, create_defs_folder_san
 
 from stagecopy_dagster.build import DEMO_SPEC, SOURCE_URL_ENV, TARGET_URL_ENV, build_definitions
 from stagecopy_dagster.component import StagecopyComponent, env_var_name
-from stagecopy_dagster.demo.seed import seed_source
 from stagecopy_dagster.errors import SpecError
+from stagecopy_dagster.local.demo.seed import seed_source
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster_tests.pg import PgPair
 

@@ -13,7 +13,7 @@ import functools
 import os
 from pathlib import Path
 
-from stagecopy_dagster.embedded import LocalCluster
+from stagecopy_dagster.local.cluster import LocalCluster
 
 HOME_ENV = "STAGECOPY_HOME"
 SOURCE_DB = "stagecopy_source"
@@ -40,7 +40,7 @@ def cluster() -> LocalCluster:
 @functools.cache
 def embedded_url(database: str) -> str:
     """The URL of `database` in the embedded cluster, created (and seeded) on first use."""
-    from stagecopy_dagster.demo.seed import seed_source, seed_target
+    from stagecopy_dagster.local.demo.seed import seed_source, seed_target
 
     db = cluster()
     with open(home() / "cluster.lock", "w") as lock:
