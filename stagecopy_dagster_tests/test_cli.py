@@ -232,6 +232,23 @@ def test_bad_spec_exits_2_with_the_reason(
     assert not (tmp_path / "home").exists()  # failed before touching any database
 
 
+@pytest.mark.parametrize("command", ["run", "check", "plan", "cleanup"])
+@pytest.mark.parametrize("how", ["--spec", "STAGECOPY_SPEC"])
+def test_a_user_spec_without_urls_exits_2_naming_the_variables(
+    tmp_path: Path, command: str, how: str
+) -> None:
+    spec = str(write_spec(tmp_path))
+    env = clean_env(STAGECOPY_HOME=str(tmp_path / "home"), STAGECOPY_SPEC=spec)
+    # `cleanup` has no --spec: it goes by $STAGECOPY_SPEC.
+    by_env = how == "STAGECOPY_SPEC" or command == "cleanup"
+    args = [command] if by_env else [command, "--spec", spec]
+    result = stagecopy(*args, env=env, cwd=tmp_path)
+    assert result.returncode == 2, output(result)
+    (line,) = result.stderr.strip().splitlines()  # one line, no traceback
+    assert "STAGECOPY_SOURCE_URL" in line and "STAGECOPY_TARGET_URL" in line, line
+    assert not (tmp_path / "home").exists()  # no embedded cluster was started
+
+
 @pytest.mark.parametrize("argv", [["frobnicate"], [], ["run", "--no-such-flag"]])
 def test_bad_usage_exits_2(tmp_path: Path, argv: list[str]) -> None:
     result = stagecopy(*argv, env=clean_env(), cwd=tmp_path)

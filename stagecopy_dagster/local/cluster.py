@@ -326,11 +326,15 @@ class LocalCluster:
             time.sleep(0.1)
             refreshed = read_pid_file(self.data_dir)
             if refreshed is None:
-                raise ClusterStartError(self._server.with_log_tail("the running server went away"))
+                raise ClusterStartError(
+                    self._server.with_log_tail("the running server went away"),
+                    log_file=self.log_file,
+                )
             running = refreshed
         if running.status not in ("ready", "standby"):
             raise ClusterStartError(
-                self._server.with_log_tail(f"server pid {running.pid} is still {running.status!r}")
+                self._server.with_log_tail(f"server pid {running.pid} is still {running.status!r}"),
+                log_file=self.log_file,
             )
         if self._requested_port is not None and self._requested_port != running.port:
             raise ClusterError(

@@ -135,7 +135,10 @@ class ServerControl:
                 if locale_name != "C" and "locale" in output.lower():
                     logger.info("locale %s unavailable, falling back to C", locale_name)
                     continue
-                raise ClusterStartError(f"initdb failed for {self.data_dir}:\n{output.strip()}")
+                lines = output.strip().splitlines() or ["no output"]
+                raise ClusterStartError(
+                    f"initdb failed for {self.data_dir}: {lines[-1]}\n{output.strip()}"
+                )
         finally:
             pwfile.unlink(missing_ok=True)
         with (self.data_dir / "postgresql.conf").open("a") as handle:
@@ -196,7 +199,7 @@ class ServerControl:
             )
             if "could not bind" in new_log or "Address already in use" in new_log:
                 raise PortInUseError(message, log_file=self.log_file)
-            raise ClusterStartError(message)
+            raise ClusterStartError(message, log_file=self.log_file)
         logger.info(
             "started PostgreSQL %d in %s on %s:%d (%.1fs)",
             self.install.version,
