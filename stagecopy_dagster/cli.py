@@ -193,7 +193,8 @@ def _demo(args: argparse.Namespace) -> int:
         )
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     os.environ["STAGECOPY_DAGSTER_PG_URL"] = ed.dagster_storage_url()
-    print(f"stagecopy demo: cluster {ed.cluster().url('postgres', password='***')}", flush=True)
+    db = ed.cluster()
+    print(f"stagecopy demo: cluster {db.url('postgres', password='***')} in {db.data_dir}")
     print("stagecopy demo: running the main job (every table + its integrity check) ...")
     code = _materialize(argparse.Namespace(spec=None, select=None), checks_only=False)
     if code != EXIT_OK or args.no_ui:
@@ -253,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except StagecopyError as exc:
         print(f"stagecopy: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:  # a folder or program the command needs (demo: DAGSTER_HOME, dagster)
+        print(f"stagecopy: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -21,6 +21,7 @@ from stagecopy_dagster.local.errors import ClusterError, ClusterStartError, Port
 from stagecopy_dagster.local.installs import PostgresInstall
 from stagecopy_dagster.local.osuser import OsUser, first_unreachable, is_root, run_as, server_user
 from stagecopy_dagster.local.pidfile import read_pid_file
+from stagecopy_dagster.local.runtime import runnable_install
 
 __all__ = ["ServerControl"]
 
@@ -66,7 +67,9 @@ class ServerControl:
     def tool(self, name: str) -> str:
         """The path of a server binary the cluster's OS user can run."""
         if self._runnable is None:
-            self._runnable = self.install
+            user = self.cluster_user()
+            reachable = user is None or first_unreachable(self.install.bin_dir, user) is None
+            self._runnable = self.install if reachable else runnable_install(self.install)
         return str(self._runnable.tool(name))
 
     def run(self, args: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
