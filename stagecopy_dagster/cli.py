@@ -223,7 +223,13 @@ def _cleanup(args: argparse.Namespace) -> int:
 
 
 def _one_line(exc: StagecopyError) -> str:
-    """The first line of an error; a server log tail (cluster start failures) is named instead."""
+    """An error as the CLI prints it.
+
+    A local cluster that did not start (`ClusterStartError`, which has `log_file`) carries the
+    server's output or log tail after its first line: print that line and name the log instead.
+    """
+    if not hasattr(exc, "log_file"):
+        return str(exc)
     lines = str(exc).strip().splitlines() or [type(exc).__name__]
     log_file = getattr(exc, "log_file", None)
     return lines[0] + (f" (server log: {log_file})" if log_file and len(lines) > 1 else "")

@@ -228,6 +228,10 @@ def test_a_start_failure_is_one_line_naming_the_log() -> None:
     assert _one_line(error) == (
         "pg_ctl start failed for /x/pg on port 5 (server log: /x/pg/log/postgres.log)"
     )
+    initdb = ClusterStartError("initdb failed for /x/pg: no space left\nthe whole output")
+    assert _one_line(initdb) == "initdb failed for /x/pg: no space left"
+    other = ClusterError("two\nlines")  # other errors are printed as they are
+    assert _one_line(other) == "two\nlines"
 
 
 # --- a real start, as root, from a 0700 folder ------------------------------------------------
