@@ -2,7 +2,7 @@
 
 The clusters run with the server defaults that matter for a fair measurement (`fsync`,
 `synchronous_commit` on: `fast=False`); only the port, the listen address and
-`shared_buffers = 128MB` come from :class:`~stagecopy_dagster.embedded.LocalCluster`.
+`shared_buffers = 128MB` come from :class:`~stagecopy_dagster.local.LocalCluster`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from stagecopy_dagster.embedded import (
+from stagecopy_dagster.local import (
     LocalCluster,
     PostgresInstall,
     embedded_install,

@@ -17,8 +17,7 @@ from stagecopy_dagster.automation import (
     cleanup_job,
     cleanup_schedule,
 )
-from stagecopy_dagster.embedded_default import SOURCE_DB, TARGET_DB
-from stagecopy_dagster.errors import SpecError
+from stagecopy_dagster.errors import ConnectionConfigError, SpecError
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.spec import ReplicationSpec, load_spec
 from stagecopy_dagster.translator import StagecopyTranslator
@@ -26,15 +25,40 @@ from stagecopy_dagster.translator import StagecopyTranslator
 SOURCE_URL_ENV = "STAGECOPY_SOURCE_URL"
 TARGET_URL_ENV = "STAGECOPY_TARGET_URL"
 SPEC_ENV = "STAGECOPY_SPEC"
-DEMO_SPEC = Path(__file__).parent / "demo" / "replication.yaml"
+EMBEDDED_ENV = "STAGECOPY_EMBEDDED"
+"""`1` (or `true`/`yes`/`on`): with no URLs set, use the local embedded cluster for any spec."""
+DEMO_SPEC = Path(__file__).parent / "local" / "demo" / "replication.yaml"
+
+MISSING_URLS = (
+    f"no source and target database: set {SOURCE_URL_ENV} and {TARGET_URL_ENV} "
+    f"(or {EMBEDDED_ENV}=1 for the local embedded cluster)"
+)
+
+
+def embedded_opted_in() -> bool:
+    """Whether `$STAGECOPY_EMBEDDED` asks for the local embedded cluster when no URL is set."""
+    return os.environ.get(EMBEDDED_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def is_demo_spec(spec: object) -> bool:
+    """Whether `spec` is the path of the bundled demo spec (which runs on the embedded cluster)."""
+    if not isinstance(spec, str | os.PathLike):
+        return False
+    return Path(spec).resolve() == DEMO_SPEC.resolve()
 
 
 def build_resources(
-    *, source_url: str | None = None, target_url: str | None = None
+    *, source_url: str | None = None, target_url: str | None = None, embedded: bool = False
 ) -> dict[str, PostgresResource]:
-    """The `source` and `target` resources: explicit URLs, else the env vars, else embedded.
+    """The `source` and `target` resources: explicit URLs, else the env vars.
 
     Env vars are read by Dagster at run time (`dg.EnvVar`), so the URL never shows in the UI.
+    With no URL anywhere, the local embedded cluster is used only when `embedded` is true or
+    `$STAGECOPY_EMBEDDED` is set; otherwise there is no database to use, which is an error.
+
+    Raises:
+        SpecError: One URL is given without the other.
+        ConnectionConfigError: No URL is set and the embedded cluster was not asked for.
     """
     if source_url or target_url:
         if not (source_url and target_url):
@@ -55,6 +79,10 @@ def build_resources(
             "source": PostgresResource(url=dg.EnvVar(SOURCE_URL_ENV)),
             "target": PostgresResource(url=dg.EnvVar(TARGET_URL_ENV)),
         }
+    if not (embedded or embedded_opted_in()):
+        raise ConnectionConfigError(MISSING_URLS)
+    from stagecopy_dagster.local.default import SOURCE_DB, TARGET_DB  # only when asked for
+
     return {
         "source": PostgresResource(embedded_database=SOURCE_DB),
         "target": PostgresResource(embedded_database=TARGET_DB),
@@ -67,11 +95,18 @@ def build_definitions(
     source_url: str | None = None,
     target_url: str | None = None,
     translator: StagecopyTranslator | None = None,
+    embedded: bool | None = None,
 ) -> dg.Definitions:
     """Definitions for a replication spec.
 
     One asset and `integrity` check per table, the main job `stagecopy_all`, schedules, the
     source-change sensor and the staging clean-up job and schedule.
+
+    Connections: `source_url` and `target_url`, else `$STAGECOPY_SOURCE_URL` and
+    `$STAGECOPY_TARGET_URL` (read at run time). With none of them, the local embedded cluster
+    is used only for the bundled demo spec, with `embedded=True` or with
+    `$STAGECOPY_EMBEDDED=1`; otherwise loading fails with a `ConnectionConfigError` naming the
+    variables, rather than quietly pointing a user's spec at a demo database.
 
     Example:
         >>> defs = build_definitions("replication.yaml")  # doctest: +SKIP
@@ -87,7 +122,11 @@ def build_definitions(
         jobs=[build_all_tables_job(), cleanup_job],
         schedules=[*build_schedules(tables), cleanup_schedule],
         sensors=[build_source_sensor(tables)],
-        resources=build_resources(source_url=source_url, target_url=target_url),
+        resources=build_resources(
+            source_url=source_url,
+            target_url=target_url,
+            embedded=is_demo_spec(spec) if embedded is None else embedded,
+        ),
     )
 
 

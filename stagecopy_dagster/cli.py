@@ -1,6 +1,7 @@
 """The `stagecopy` command: run, check, plan, demo, cleanup.
 
-Exit codes: 0 success; 1 a copy or an integrity check failed; 2 a bad spec or bad usage.
+Exit codes: 0 success; 1 a copy or an integrity check failed; 2 a bad spec or bad usage
+(including no database: neither URL set for a spec other than the demo's, without --embedded).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import cast
 
 import dagster as dg
 
-from stagecopy_dagster.errors import SpecError, StagecopyError
+from stagecopy_dagster.errors import ConnectionConfigError, SpecError, StagecopyError
 from stagecopy_dagster.resources import PostgresResource
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -32,12 +33,21 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stagecopy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def with_embedded(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--embedded",
+            action="store_true",
+            help="with no STAGECOPY_SOURCE_URL/STAGECOPY_TARGET_URL, use the local embedded "
+            "cluster (as STAGECOPY_EMBEDDED=1 does); the demo spec uses it by default",
+        )
+        return p
+
     def with_spec(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--spec", help="replication spec YAML (default: $STAGECOPY_SPEC or demo)")
         p.add_argument(
             "--select", nargs="+", metavar="NAME", help="asset names or table names (default: all)"
         )
-        return p
+        return with_embedded(p)
 
     with_spec(sub.add_parser("run", help="materialize tables through Dagster, then check them"))
     with_spec(sub.add_parser("check", help="run the integrity checks only (the CI gate)"))
@@ -47,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=3000, help="dagster dev port (default 3000)")
     cleanup = sub.add_parser("cleanup", help="drop leftover staging tables in the target")
     cleanup.add_argument("--max-age-hours", type=float, default=6.0)
+    with_embedded(cleanup)
     return parser
 
 
@@ -80,12 +91,13 @@ def _progress_bar() -> object:
 
 def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
     from stagecopy_dagster.assets import progress_sink
-    from stagecopy_dagster.build import build_definitions
+    from stagecopy_dagster.build import build_definitions, is_demo_spec
     from stagecopy_dagster.spec import load_spec
 
-    spec = load_spec(_spec_arg(args))
+    spec_arg = _spec_arg(args)
+    spec = load_spec(spec_arg)
     tables = spec.select(args.select)
-    defs = build_definitions(spec)
+    defs = build_definitions(spec, embedded=is_demo_spec(spec_arg))
     keys = [dg.AssetKey(t.asset_name) for t in tables]
     selection = (
         dg.AssetSelection.checks_for_assets(*keys)
@@ -123,14 +135,19 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _plain_resources() -> tuple[PostgresResource, PostgresResource]:
+def _plain_resources(
+    spec: str | os.PathLike[str],
+) -> tuple[PostgresResource, PostgresResource]:
     """Source and target resources for work outside a Dagster run (URLs read here)."""
-    from stagecopy_dagster.build import SOURCE_URL_ENV, TARGET_URL_ENV, build_resources
+    from stagecopy_dagster.build import (
+        SOURCE_URL_ENV,
+        TARGET_URL_ENV,
+        build_resources,
+        is_demo_spec,
+    )
 
     src, tgt = os.environ.get(SOURCE_URL_ENV), os.environ.get(TARGET_URL_ENV)
-    resources = (
-        build_resources(source_url=src, target_url=tgt) if (src or tgt) else build_resources()
-    )
+    resources = build_resources(source_url=src, target_url=tgt, embedded=is_demo_spec(spec))
     return resources["source"], resources["target"]
 
 
@@ -138,9 +155,11 @@ def _plan(args: argparse.Namespace) -> int:
     from stagecopy_dagster.runner import plan_statements
     from stagecopy_dagster.spec import load_spec
 
-    spec = load_spec(_spec_arg(args))
-    source, target = _plain_resources()
-    for table in spec.select(args.select):
+    spec_arg = _spec_arg(args)
+    spec = load_spec(spec_arg)
+    tables = spec.select(args.select)
+    source, target = _plain_resources(spec_arg)
+    for table in tables:
         key = ", ".join(table.primary_key) if table.primary_key else "(source primary key)"
         print(f"-- {table.asset_name}: {table.source_label} -> {table.label}")
         print(f"-- mode {table.mode.value}; key {key}; scope {table.where or 'all rows'}")
@@ -151,7 +170,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from stagecopy_dagster import embedded_default as ed
+    from stagecopy_dagster.local import default as ed
 
     print("stagecopy demo: starting the embedded PostgreSQL ...", flush=True)
     ed.embedded_url(ed.SOURCE_DB)
@@ -169,7 +188,8 @@ def _demo(args: argparse.Namespace) -> int:
         )
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     os.environ["STAGECOPY_DAGSTER_PG_URL"] = ed.dagster_storage_url()
-    print(f"stagecopy demo: cluster {ed.cluster().url('postgres', password='***')}", flush=True)
+    db = ed.cluster()
+    print(f"stagecopy demo: cluster {db.url('postgres', password='***')} in {db.data_dir}")
     print("stagecopy demo: running the main job (every table + its integrity check) ...")
     code = _materialize(argparse.Namespace(spec=None, select=None), checks_only=False)
     if code != EXIT_OK or args.no_ui:
@@ -187,8 +207,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _cleanup(args: argparse.Namespace) -> int:
     from stagecopy_dagster.automation import drop_staging_tables
+    from stagecopy_dagster.build import spec_path
 
-    _, target = _plain_resources()
+    _, target = _plain_resources(spec_path())
     dropped, kept = drop_staging_tables(target, max_age_hours=args.max_age_hours)
     for name in dropped:
         print(f"dropped {name}")
@@ -196,9 +217,26 @@ def _cleanup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _one_line(exc: StagecopyError) -> str:
+    """An error as the CLI prints it.
+
+    A local cluster that did not start (`ClusterStartError`, which has `log_file`) carries the
+    server's output or log tail after its first line: print that line and name the log instead.
+    """
+    if not hasattr(exc, "log_file"):
+        return str(exc)
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    log_file = getattr(exc, "log_file", None)
+    return lines[0] + (f" (server log: {log_file})" if log_file and len(lines) > 1 else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `stagecopy` console script."""
     args = _parser().parse_args(argv)
+    if getattr(args, "embedded", False):
+        from stagecopy_dagster.build import EMBEDDED_ENV
+
+        os.environ[EMBEDDED_ENV] = "1"  # also for the Dagster processes this one starts
     try:
         if args.command == "run":
             return _materialize(args, checks_only=False)
@@ -212,7 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as exc:
         print(f"stagecopy: bad spec: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ConnectionConfigError as exc:
+        print(f"stagecopy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except StagecopyError as exc:
+        print(f"stagecopy: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:  # a folder or program the command needs (demo: DAGSTER_HOME, dagster)
         print(f"stagecopy: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

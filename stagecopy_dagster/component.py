@@ -7,8 +7,9 @@ builds what :func:`~stagecopy_dagster.build.build_definitions` builds: an asset 
 
 Connection URLs:
 
-* omitted: `$STAGECOPY_SOURCE_URL` / `$STAGECOPY_TARGET_URL`, read at run time (both or
-  neither; neither means the embedded demo cluster), as `build_definitions` does;
+* omitted: `$STAGECOPY_SOURCE_URL` / `$STAGECOPY_TARGET_URL`, read at run time (both), as
+  `build_definitions` does; with neither set, loading fails naming them, unless
+  `$STAGECOPY_EMBEDDED=1` asks for the local embedded cluster;
 * `"{{ env.NAME }}"` (or `"{{ env('NAME') }}"`): the variable `NAME`, also read at run time
   (a `dg.EnvVar`), so the URL and its password never enter the definitions or the UI;
 * any other string: rendered with Dagster's template scope and used as given. Keep passwords
@@ -37,7 +38,7 @@ from typing import Annotated, Any
 import dagster as dg
 
 from stagecopy_dagster.build import build_definitions
-from stagecopy_dagster.errors import SpecError
+from stagecopy_dagster.errors import ConnectionConfigError, SpecError
 from stagecopy_dagster.spec import ReplicationSpec, load_spec, parse_spec
 
 __all__ = ["StagecopyComponent"]
@@ -92,8 +93,8 @@ ResolvedUrl = Annotated[
         inject_before_resolve=False,
         description=(
             "libpq URI or key=value DSN. `{{ env.NAME }}` reads the variable NAME at run time. "
-            "Omitted: $STAGECOPY_SOURCE_URL / $STAGECOPY_TARGET_URL (both or neither; neither "
-            "means the embedded demo cluster)."
+            "Omitted: $STAGECOPY_SOURCE_URL / $STAGECOPY_TARGET_URL (both; with neither set, "
+            "loading fails unless STAGECOPY_EMBEDDED=1 asks for the local embedded cluster)."
         ),
         examples=["{{ env.STAGECOPY_SOURCE_URL }}"],
     ),
@@ -169,13 +170,18 @@ class StagecopyComponent(dg.Component, dg.Resolvable):
         return parse_spec(data, origin=origin)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        """What `build_definitions` makes for the spec; a bad spec raises `SpecError`."""
+        """What `build_definitions` makes for the spec.
+
+        Raises:
+            SpecError: The spec, or one URL without the other.
+            ConnectionConfigError: No URL here nor in the environment (and no embedded opt-in).
+        """
         origin = _origin(context)
         spec = self.replication_spec(origin=origin)
         try:
             return build_definitions(spec, source_url=self.source_url, target_url=self.target_url)
-        except SpecError as exc:  # the URLs: say which defs.yaml holds them
-            raise SpecError(f"{origin}: {exc}") from None
+        except (SpecError, ConnectionConfigError) as exc:  # the URLs: name the defs.yaml
+            raise type(exc)(f"{origin}: {exc}") from None
 
 
 def _origin(context: dg.ComponentLoadContext) -> str:

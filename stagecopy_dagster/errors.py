@@ -64,6 +64,10 @@ class ConnectError(StagecopyError):
     """A database cannot be reached or refused the credentials."""
 
 
+class ConnectionConfigError(StagecopyError):
+    """No database was named: a connection URL (or the embedded opt-in) is missing."""
+
+
 class CopyError(StagecopyError):
     """The copy failed in the database; the target was rolled back."""
 
@@ -132,6 +136,7 @@ def wrap_db_error(exc: psycopg.Error, *, table: str, step: str) -> StagecopyErro
 
 __all__ = [
     "ConnectError",
+    "ConnectionConfigError",
     "CopyError",
     "DuplicateKeyError",
     "LockTimeoutError",

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from stagecopy_dagster.connection import Endpoint, redact, scrub
 from stagecopy_dagster.engine.types import CopyOptions
+from stagecopy_dagster.errors import ConnectionConfigError
 
 __all__ = ["PostgresResource", "redact", "scrub"]
 
@@ -18,19 +19,24 @@ __all__ = ["PostgresResource", "redact", "scrub"]
 class PostgresResource(dg.ConfigurableResource):
     """A PostgreSQL database stagecopy reads from (source) or writes to (target).
 
-    Secrets come in through `dg.EnvVar("STAGECOPY_SOURCE_URL")` / `..._TARGET_URL`; with an
-    empty `url` the embedded default database named by `embedded_database` is used (started on
-    first use). Connections get the session settings both sides must share (UTC, ISO dates,
-    exact floats) so text COPY and integrity hashes are identical.
+    Secrets come in through `dg.EnvVar("STAGECOPY_SOURCE_URL")` / `..._TARGET_URL`. Only when
+    `url` is empty and `embedded_database` names a database is the local embedded cluster used
+    (started on first use, as `stagecopy demo` does); with neither, connecting is an error,
+    never a silent default. Connections get the session settings both sides must share (UTC,
+    ISO dates, exact floats) so text COPY and integrity hashes are identical.
+
+    Example:
+        >>> target = PostgresResource(url=dg.EnvVar("STAGECOPY_TARGET_URL"))  # doctest: +SKIP
     """
 
     url: str = Field(
         default="",
-        description="libpq URI or key=value DSN. Empty: the embedded default database.",
+        description="libpq URI or key=value DSN, e.g. dg.EnvVar('STAGECOPY_TARGET_URL').",
     )
     embedded_database: str = Field(
-        default="stagecopy_target",
-        description="Database in the embedded cluster to use when `url` is empty.",
+        default="",
+        description="Database in the local embedded cluster (the demo's) to use when `url` is "
+        "empty. Empty: `url` is required.",
     )
     application_name: str = Field(default="stagecopy", description="Shown in pg_stat_activity.")
     connect_timeout: int = Field(default=10, description="Seconds to wait for a connection.")
@@ -50,16 +56,29 @@ class PostgresResource(dg.ConfigurableResource):
     )
 
     def resolved_url(self) -> str:
-        """The URL to connect to (the embedded default's when `url` is empty)."""
+        """The URL to connect to (the embedded cluster's when only `embedded_database` is set).
+
+        Raises:
+            ConnectionConfigError: Neither `url` nor `embedded_database` is set.
+        """
         if self.url:
             return self.url
-        from stagecopy_dagster.embedded_default import embedded_url
+        if not self.embedded_database:
+            raise ConnectionConfigError(
+                "PostgresResource has no database: set `url` (e.g. "
+                'url=dg.EnvVar("STAGECOPY_TARGET_URL")), or `embedded_database` for the local '
+                "embedded cluster"
+            )
+        # Imported here: the copy path never loads the local clusters unless asked to.
+        from stagecopy_dagster.local.default import embedded_url  # noqa: PLC0415
 
         return embedded_url(self.embedded_database)
 
     def describe(self) -> str:
         """Where this resource points, without secrets (for logs and metadata)."""
-        return redact(self.resolved_url()) if self.url else f"embedded/{self.embedded_database}"
+        if self.url:
+            return redact(self.resolved_url())
+        return f"embedded/{self.embedded_database}" if self.embedded_database else "(no url)"
 
     def endpoint(self) -> Endpoint:
         """This resource as a plain :class:`~stagecopy_dagster.connection.Endpoint`."""

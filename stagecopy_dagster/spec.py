@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -36,6 +37,25 @@ from stagecopy_dagster.identifiers import (
     parse_qualified_name,
 )
 from stagecopy_dagster.sqlguard import CheckedSql, parse_query, parse_where
+
+
+def _is_valid_cron(value: str) -> bool:
+    """Whether Dagster accepts `value` as a schedule's cron string.
+
+    Asks Dagster's public `ScheduleDefinition`, the very check the schedule built from this
+    spec goes through later, so the spec can never accept a cron Dagster refuses (five fields,
+    no 30th of February). Imported here: loading a spec must not load Dagster.
+    """
+    import dagster as dg
+
+    with warnings.catch_warnings():  # out-of-range steps warn again when the schedule is built
+        warnings.simplefilter("ignore")
+        try:
+            dg.ScheduleDefinition(name="cron_check", cron_schedule=value, job_name="cron_check")
+        except (dg.DagsterInvalidDefinitionError, ValueError, TypeError):
+            return False
+    return True
+
 
 #: Keys that identify one table and so cannot be set under `defaults`.
 PER_TABLE_KEYS = frozenset({"source", "query", "target", "name"})
@@ -152,9 +172,7 @@ class TableSpec(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _check_cron(cls, value: str | None) -> str | None:
-        from dagster._utils.schedules import is_valid_cron_string
-
-        if value is not None and not is_valid_cron_string(value):
+        if value is not None and not _is_valid_cron(value):
             raise ValueError(f"schedule {value!r} is not a valid cron string")
         return value
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from stagecopy_dagster.embedded import LocalCluster, PostgresInstall, available_installs
+from stagecopy_dagster.local import LocalCluster, PostgresInstall, available_installs
 from stagecopy_dagster_tests.pg import PgPair, PgPairFactory, ensure_roles
 
 logger = logging.getLogger(__name__)

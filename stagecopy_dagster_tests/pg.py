@@ -22,7 +22,7 @@ from typing import Any, LiteralString, cast
 import psycopg
 from psycopg import sql
 
-from stagecopy_dagster.embedded import LocalCluster
+from stagecopy_dagster.local import LocalCluster
 
 READER = "stagecopy_reader"
 WRITER = "stagecopy_writer"

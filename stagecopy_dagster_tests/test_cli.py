@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from stagecopy_dagster.build import DEMO_SPEC
-from stagecopy_dagster.embedded import LocalCluster
+from stagecopy_dagster.local import LocalCluster
 from stagecopy_dagster.spec import load_spec
 from stagecopy_dagster_tests.pg import PgPair
 
@@ -230,6 +230,23 @@ def test_bad_spec_exits_2_with_the_reason(
     assert "stagecopy: bad spec:" in result.stderr and reason in result.stderr
     assert str(spec) in result.stderr
     assert not (tmp_path / "home").exists()  # failed before touching any database
+
+
+@pytest.mark.parametrize("command", ["run", "check", "plan", "cleanup"])
+@pytest.mark.parametrize("how", ["--spec", "STAGECOPY_SPEC"])
+def test_a_user_spec_without_urls_exits_2_naming_the_variables(
+    tmp_path: Path, command: str, how: str
+) -> None:
+    spec = str(write_spec(tmp_path))
+    env = clean_env(STAGECOPY_HOME=str(tmp_path / "home"), STAGECOPY_SPEC=spec)
+    # `cleanup` has no --spec: it goes by $STAGECOPY_SPEC.
+    by_env = how == "STAGECOPY_SPEC" or command == "cleanup"
+    args = [command] if by_env else [command, "--spec", spec]
+    result = stagecopy(*args, env=env, cwd=tmp_path)
+    assert result.returncode == 2, output(result)
+    (line,) = result.stderr.strip().splitlines()  # one line, no traceback
+    assert "STAGECOPY_SOURCE_URL" in line and "STAGECOPY_TARGET_URL" in line, line
+    assert not (tmp_path / "home").exists()  # no embedded cluster was started
 
 
 @pytest.mark.parametrize("argv", [["frobnicate"], [], ["run", "--no-such-flag"]])

@@ -24,8 +24,8 @@ from dagster.components.testing import DefsFolderSandbox, create_defs_folder_san
 
 from stagecopy_dagster.build import DEMO_SPEC, SOURCE_URL_ENV, TARGET_URL_ENV, build_definitions
 from stagecopy_dagster.component import StagecopyComponent, env_var_name
-from stagecopy_dagster.demo.seed import seed_source
-from stagecopy_dagster.errors import SpecError
+from stagecopy_dagster.errors import ConnectionConfigError, SpecError
+from stagecopy_dagster.local.demo.seed import seed_source
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster_tests.pg import PgPair
 
@@ -197,6 +197,14 @@ def test_urls_left_out_fall_back_to_the_env_vars(monkeypatch: pytest.MonkeyPatch
         assert isinstance(source.url, dg.EnvVar) and source.url.env_var_name == SOURCE_URL_ENV
 
 
+@pytest.fixture
+def env_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connection URLs in the environment (never used: nothing here connects)."""
+    monkeypatch.setenv(SOURCE_URL_ENV, "postgresql://reader@src.invalid/app")
+    monkeypatch.setenv(TARGET_URL_ENV, "postgresql://writer@dwh.invalid/app")
+
+
+@pytest.mark.usefixtures("env_urls")
 def test_spec_text_is_taken_as_written_not_as_a_template() -> None:
     with load_yaml(
         f"""
@@ -214,6 +222,7 @@ def test_spec_text_is_taken_as_written_not_as_a_template() -> None:
         assert "'{{ env.HOME }}'" in table.where.text
 
 
+@pytest.mark.usefixtures("env_urls")
 def test_spec_file_is_read_relative_to_defs_yaml() -> None:
     with load_yaml(
         f"""
@@ -301,6 +310,22 @@ def test_bad_spec_fails_with_the_spec_error(attributes: str, message: str) -> No
     if "spec_file" not in attributes:
         # Inline specs are named by the defs.yaml that holds them.
         assert str(error).startswith("src/") and "/defs/stagecopy/defs.yaml: " in str(error)
+
+
+def test_no_url_anywhere_fails_at_load_naming_the_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in (SOURCE_URL_ENV, TARGET_URL_ENV, "STAGECOPY_EMBEDDED"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(Exception) as raised:  # noqa: B017, PT011 (Dagster wraps it)
+        with load_yaml(f"type: {TYPE}\nattributes:\n  tables:\n    - source: public.orders\n"):
+            pass
+    seen: BaseException | None = raised.value
+    while seen is not None and not isinstance(seen, ConnectionConfigError):
+        seen = seen.__cause__ or seen.__context__
+    assert seen is not None, repr(raised.value)
+    assert "/defs/stagecopy/defs.yaml: " in str(seen)
+    assert SOURCE_URL_ENV in str(seen) and TARGET_URL_ENV in str(seen)
 
 
 def test_unknown_attribute_is_refused_by_the_schema() -> None:

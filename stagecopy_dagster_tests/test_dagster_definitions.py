@@ -14,8 +14,10 @@ import psycopg
 import pytest
 import yaml
 
-from stagecopy_dagster import build_definitions
+from stagecopy_dagster import PostgresResource, build_definitions
+from stagecopy_dagster.build import DEMO_SPEC
 from stagecopy_dagster.errors import (
+    ConnectionConfigError,
     CopyError,
     SpecError,
     TransientCopyError,
@@ -218,6 +220,82 @@ def test_only_one_env_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STAGECOPY_TARGET_URL", raising=False)
     with pytest.raises(SpecError, match="STAGECOPY_TARGET_URL is not set"):
         build_definitions({"tables": [{"source": "public.a"}]})
+
+
+# --- no silent default ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("STAGECOPY_SOURCE_URL", "STAGECOPY_TARGET_URL", "STAGECOPY_EMBEDDED"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("no_urls")
+def test_a_user_spec_without_urls_fails_at_load_naming_the_variables() -> None:
+    with pytest.raises(ConnectionConfigError) as raised:
+        build_definitions({"tables": [{"source": "public.a"}]})
+    message = str(raised.value)
+    assert "STAGECOPY_SOURCE_URL" in message and "STAGECOPY_TARGET_URL" in message
+    assert "STAGECOPY_EMBEDDED=1" in message and "\n" not in message
+
+
+@pytest.mark.usefixtures("no_urls")
+@pytest.mark.parametrize("how", ["env", "argument"])
+def test_the_embedded_cluster_is_an_explicit_opt_in(
+    monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    if how == "env":
+        monkeypatch.setenv("STAGECOPY_EMBEDDED", "1")
+    spec = {"tables": [{"source": "public.a"}]}
+    defs = build_definitions(spec, embedded=True) if how == "argument" else build_definitions(spec)
+    resources = defs.resources or {}
+    assert resources["source"].embedded_database == "stagecopy_source"  # type: ignore[union-attr]
+    assert resources["target"].embedded_database == "stagecopy_target"  # type: ignore[union-attr]
+    assert not resources["source"].url  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("no_urls")
+def test_the_demo_spec_runs_on_the_embedded_cluster_by_default(tmp_path: Path) -> None:
+    resources = build_definitions(DEMO_SPEC).resources or {}
+    assert resources["target"].embedded_database == "stagecopy_target"  # type: ignore[union-attr]
+    copy = tmp_path / "replication.yaml"  # a copy is the user's spec, not the demo
+    copy.write_text(DEMO_SPEC.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(ConnectionConfigError):
+        build_definitions(copy)
+
+
+def test_a_resource_with_no_database_is_an_error_not_the_demo_cluster() -> None:
+    resource = PostgresResource()
+    assert resource.embedded_database == ""
+    with pytest.raises(ConnectionConfigError, match=r"set `url` \(e.g\. url=dg.EnvVar"):
+        resource.resolved_url()
+    with pytest.raises(ConnectionConfigError, match="embedded_database"):
+        with resource.connect():
+            pass
+
+
+def test_the_code_location_loads_the_demo_on_the_embedded_cluster_with_no_env(
+    tmp_path: Path,
+) -> None:
+    """`stagecopy_dagster.definitions:defs` with nothing set: what `dagster dev` loads."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "STAGECOPY_"))}
+    code = (
+        "from stagecopy_dagster.definitions import defs\n"
+        "print(defs.resources['target'].embedded_database, len(list(defs.assets)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("stagecopy_target ")
+    assert not (tmp_path / ".stagecopy").exists()  # loading starts no cluster
 
 
 # --- retries ------------------------------------------------------------------------------

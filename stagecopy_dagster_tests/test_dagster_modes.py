@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from stagecopy_dagster import build_definitions
-from stagecopy_dagster.embedded import available_installs
+from stagecopy_dagster.local import available_installs
 from stagecopy_dagster_tests.dghelpers import assets_of, materialize
 from stagecopy_dagster_tests.pg import PgPair, PgPairFactory
 

@@ -11,9 +11,9 @@ from psycopg import IsolationLevel
 from stagecopy_dagster import integrity
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.copier import CopyResult, SourceSnapshot, TableCopier
-from stagecopy_dagster.demo import DEMO_SPEC, seed_source, seed_target, touch_source
-from stagecopy_dagster.demo.seed import MASTER, ORDER_ITEMS, PRICES
 from stagecopy_dagster.integrity import IntegrityReport
+from stagecopy_dagster.local.demo import DEMO_SPEC, seed_source, seed_target, touch_source
+from stagecopy_dagster.local.demo.seed import MASTER, ORDER_ITEMS, PRICES
 from stagecopy_dagster.spec import Mode, TableSpec, load_spec
 from stagecopy_dagster_tests.pg import PgPair
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -10,7 +12,7 @@ import pytest
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 
-from stagecopy_dagster.embedded import (
+from stagecopy_dagster.local import (
     ClusterError,
     ClusterStartError,
     LocalCluster,
@@ -216,3 +218,28 @@ def test_start_failure_reports_the_server_log(cluster_tmp_path: Path) -> None:
         finally:
             cluster.stop()
     assert "could not bind" in str(info.value) or "in use" in str(info.value)
+
+
+def test_the_copy_path_never_imports_the_local_clusters() -> None:
+    """The copy path works on any PostgreSQL it gets a URL for; local clusters stay apart."""
+    copy_path = [
+        "assets",
+        "catalog",
+        "copier",
+        "engine",
+        "integrity",
+        "resources",
+        "runner",
+        "spec",
+        "statements",
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {copy_path!r}:\n"
+        "    importlib.import_module('stagecopy_dagster.' + name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('stagecopy_dagster.local')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -335,3 +335,14 @@ def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
     empty.write_text("", encoding="utf-8")
     with pytest.raises(SpecError, match="the spec is empty"):
         load_spec(empty)
+
+
+@pytest.mark.parametrize("cron", ["0 0 30 2 *", "* * * * * *", "61 * * * *", "0 0 * *"])
+def test_crons_dagster_refuses_are_refused(cron: str) -> None:
+    message = spec_error({"tables": [{"source": "a.orders", "schedule": cron}]})
+    assert message.endswith(f"schedule {cron!r} is not a valid cron string")
+
+
+@pytest.mark.parametrize("cron", ["@daily", "0 9 * * MON-FRI", "*/90 * * * *"])
+def test_crons_dagster_accepts_are_kept(cron: str) -> None:
+    assert load_spec({"tables": [{"source": "a.b", "schedule": cron}]}).tables[0].schedule == cron

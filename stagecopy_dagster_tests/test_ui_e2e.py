@@ -26,9 +26,9 @@ from playwright.sync_api import Page, expect, sync_playwright
 from psycopg import sql
 
 from stagecopy_dagster.build import DEMO_SPEC
-from stagecopy_dagster.embedded import LocalCluster
-from stagecopy_dagster.embedded_default import TARGET_DB
 from stagecopy_dagster.identifiers import QualifiedName
+from stagecopy_dagster.local import LocalCluster
+from stagecopy_dagster.local.default import TARGET_DB
 from stagecopy_dagster.spec import load_spec
 from stagecopy_dagster_tests.e2e.demo_server import DemoServer
 from stagecopy_dagster_tests.e2e.ui import (

@@ -5,6 +5,6 @@ the first copy (the enum type), `touch_source` changes a few rows so a second ru
 `DEMO_SPEC` is the replication spec that copies all of it.
 """
 
-from stagecopy_dagster.demo.seed import DEMO_SPEC, seed_source, seed_target, touch_source
+from stagecopy_dagster.local.demo.seed import DEMO_SPEC, seed_source, seed_target, touch_source
 
 __all__ = ["DEMO_SPEC", "seed_source", "seed_target", "touch_source"]
