@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from stagecopy_dagster.local import (
     LocalCluster,
     PostgresInstall,
@@ -120,8 +122,6 @@ def running_clusters(
 
 def server_settings(endpoint: Endpoint) -> dict[str, str]:
     """The settings that shape the numbers, as the server reports them."""
-    import psycopg
-
     names = [
         "server_version",
         "fsync",

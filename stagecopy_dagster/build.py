@@ -81,7 +81,7 @@ def build_resources(
         }
     if not (embedded or embedded_opted_in()):
         raise ConnectionConfigError(MISSING_URLS)
-    from stagecopy_dagster.local.default import SOURCE_DB, TARGET_DB  # only when asked for
+    from stagecopy_dagster.local.default import SOURCE_DB, TARGET_DB  # noqa: PLC0415 (only when asked for)
 
     return {
         "source": PostgresResource(embedded_database=SOURCE_DB),

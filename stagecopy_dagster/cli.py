@@ -10,7 +10,7 @@ import argparse
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -237,16 +237,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stagecopy_dagster.build import EMBEDDED_ENV
 
         os.environ[EMBEDDED_ENV] = "1"  # also for the Dagster processes this one starts
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": lambda a: _materialize(a, checks_only=False),
+        "check": lambda a: _materialize(a, checks_only=True),
+        "plan": _plan,
+        "demo": _demo,
+        "cleanup": _cleanup,
+    }
     try:
-        if args.command == "run":
-            return _materialize(args, checks_only=False)
-        if args.command == "check":
-            return _materialize(args, checks_only=True)
-        if args.command == "plan":
-            return _plan(args)
-        if args.command == "demo":
-            return _demo(args)
-        return _cleanup(args)
+        return commands[args.command](args)
     except SpecError as exc:
         print(f"stagecopy: bad spec: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -46,7 +46,7 @@ def _is_valid_cron(value: str) -> bool:
     spec goes through later, so the spec can never accept a cron Dagster refuses (five fields,
     no 30th of February). Imported here: loading a spec must not load Dagster.
     """
-    import dagster as dg
+    import dagster as dg  # noqa: PLC0415 (loading a spec must not load Dagster)
 
     with warnings.catch_warnings():  # out-of-range steps warn again when the schedule is built
         warnings.simplefilter("ignore")

@@ -317,9 +317,9 @@ def test_no_url_anywhere_fails_at_load_naming_the_variables(
 ) -> None:
     for name in (SOURCE_URL_ENV, TARGET_URL_ENV, "STAGECOPY_EMBEDDED"):
         monkeypatch.delenv(name, raising=False)
-    with pytest.raises(Exception) as raised:  # noqa: B017, PT011 (Dagster wraps it)
-        with load_yaml(f"type: {TYPE}\nattributes:\n  tables:\n    - source: public.orders\n"):
-            pass
+    spec = f"type: {TYPE}\nattributes:\n  tables:\n    - source: public.orders\n"
+    with pytest.raises(Exception) as raised, load_yaml(spec):
+        pass
     seen: BaseException | None = raised.value
     while seen is not None and not isinstance(seen, ConnectionConfigError):
         seen = seen.__cause__ or seen.__context__

@@ -270,9 +270,8 @@ def test_a_resource_with_no_database_is_an_error_not_the_demo_cluster() -> None:
     assert resource.embedded_database == ""
     with pytest.raises(ConnectionConfigError, match=r"set `url` \(e.g\. url=dg.EnvVar"):
         resource.resolved_url()
-    with pytest.raises(ConnectionConfigError, match="embedded_database"):
-        with resource.connect():
-            pass
+    with pytest.raises(ConnectionConfigError, match="embedded_database"), resource.connect():
+        pass
 
 
 def test_the_code_location_loads_the_demo_on_the_embedded_cluster_with_no_env(

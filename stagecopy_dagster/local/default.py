@@ -23,6 +23,7 @@ import psycopg
 
 from stagecopy_dagster.errors import describe_db_error
 from stagecopy_dagster.local.cluster import LocalCluster
+from stagecopy_dagster.local.demo.seed import seed_source, seed_target
 from stagecopy_dagster.local.errors import ClusterError
 from stagecopy_dagster.local.osuser import first_unreachable, is_root, server_user
 from stagecopy_dagster.local.runtime import ensure_owned_dir, home_runtime_dir
@@ -87,7 +88,7 @@ def cluster() -> LocalCluster:
     root = home()
     try:
         root.mkdir(parents=True, exist_ok=True)
-        lock = open(root / "cluster.lock", "w")  # held for the whole start, closed below
+        lock = open(root / "cluster.lock", "w")  # noqa: SIM115 (held for the whole start, closed below)
     except OSError as exc:
         raise ClusterError(
             f"cannot create {root}: {exc.strerror or exc}; set {HOME_ENV} to a folder you can write"
@@ -104,8 +105,6 @@ def embedded_url(database: str) -> str:
     Raises:
         ClusterError: The cluster cannot be started, or does not take the statements.
     """
-    from stagecopy_dagster.local.demo.seed import seed_source, seed_target
-
     db = cluster()
     try:
         with open(home() / "cluster.lock", "w") as lock:

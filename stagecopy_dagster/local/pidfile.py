@@ -36,17 +36,22 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+#: Lines of ``postmaster.pid`` (0-based): the pid is first, then data dir, start time, port, …
+_PORT_LINE = 3
+_STATUS_LINE = 7
+
+
 def read_pid_file(data_dir: Path) -> PidFile | None:
     """Parse ``postmaster.pid``; ``None`` if absent, incomplete or written by a dead server."""
     try:
         lines = (data_dir / "postmaster.pid").read_text().splitlines()
     except FileNotFoundError:
         return None
-    if len(lines) < 4 or not lines[0].strip().lstrip("-").isdigit():
+    if len(lines) <= _PORT_LINE or not lines[0].strip().lstrip("-").isdigit():
         return None
     pid = abs(int(lines[0]))
     if not _pid_alive(pid):
         return None
-    port = int(lines[3]) if lines[3].strip().isdigit() else 0
-    status = lines[7].strip() if len(lines) > 7 else ""
+    port = int(lines[_PORT_LINE]) if lines[_PORT_LINE].strip().isdigit() else 0
+    status = lines[_STATUS_LINE].strip() if len(lines) > _STATUS_LINE else ""
     return PidFile(pid=pid, port=port, status=status)
