@@ -265,54 +265,59 @@ def seed_source(url: str, *, large_rows: int = 300_000) -> None:
             ).fetchone()
             log.info("demo source already seeded (%s price rows); nothing to do", row and row[0])
             return
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier("raw_data")))
-        conn.execute(sql.SQL("SELECT setseed(0.42)"))  # the same prices on every machine
-        stocks = sql.Literal(STOCKS)
-        days = -(-large_rows // STOCKS)
-        steps: list[tuple[QualifiedName, sql.Composed]] = [
-            (MASTER, _CREATE_MASTER.format(master=MASTER.identifier, stocks=stocks)),
-            (
-                PRICES,
-                _CREATE_PRICES.format(
-                    prices=PRICES.identifier,
-                    stocks=stocks,
-                    days=sql.Literal(days),
-                    rows=sql.Literal(large_rows),
-                ),
-            ),
-            (
-                ORDER_ITEMS,
-                _CREATE_ORDER_ITEMS.format(
-                    sales=sql.Identifier(ORDER_ITEMS.schema),
-                    items=ORDER_ITEMS.identifier,
-                    rows=sql.Literal(ORDER_ITEM_ROWS),
-                ),
-            ),
-        ]
-        for table, statement in steps:
-            step_started = time.perf_counter()
-            conn.execute(statement)
-            log.info("seeded %s in %.1fs", table, time.perf_counter() - step_started)
-        _create_enum(conn, DISCLOSURE_KIND)
-        conn.execute(
-            _CREATE_DISCLOSURES.format(
-                disclosures=DISCLOSURES.identifier,
-                kind=DISCLOSURE_KIND.identifier,
-                stocks=stocks,
-                rows=sql.Literal(DISCLOSURE_ROWS),
-            )
-        )
-        conn.execute(
-            _CREATE_MARKER.format(
-                schema=sql.Identifier(SEED_MARKER.schema),
-                marker=SEED_MARKER.identifier,
-                rows=sql.Literal(large_rows),
-            )
-        )
+        _create_tables(conn, large_rows)
     with psycopg.connect(url, autocommit=True) as conn:
         for table in (MASTER, PRICES, ORDER_ITEMS, DISCLOSURES):
             conn.execute(sql.SQL("ANALYZE {}").format(table.identifier))
     log.info("seeded the demo source in %.1fs", time.perf_counter() - started)
+
+
+def _create_tables(conn: psycopg.Connection, large_rows: int) -> None:
+    """Create and fill the demo tables, the enum type and the seed marker (in one transaction)."""
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier("raw_data")))
+    conn.execute(sql.SQL("SELECT setseed(0.42)"))  # the same prices on every machine
+    stocks = sql.Literal(STOCKS)
+    days = -(-large_rows // STOCKS)
+    steps: list[tuple[QualifiedName, sql.Composed]] = [
+        (MASTER, _CREATE_MASTER.format(master=MASTER.identifier, stocks=stocks)),
+        (
+            PRICES,
+            _CREATE_PRICES.format(
+                prices=PRICES.identifier,
+                stocks=stocks,
+                days=sql.Literal(days),
+                rows=sql.Literal(large_rows),
+            ),
+        ),
+        (
+            ORDER_ITEMS,
+            _CREATE_ORDER_ITEMS.format(
+                sales=sql.Identifier(ORDER_ITEMS.schema),
+                items=ORDER_ITEMS.identifier,
+                rows=sql.Literal(ORDER_ITEM_ROWS),
+            ),
+        ),
+    ]
+    for table, statement in steps:
+        step_started = time.perf_counter()
+        conn.execute(statement)
+        log.info("seeded %s in %.1fs", table, time.perf_counter() - step_started)
+    _create_enum(conn, DISCLOSURE_KIND)
+    conn.execute(
+        _CREATE_DISCLOSURES.format(
+            disclosures=DISCLOSURES.identifier,
+            kind=DISCLOSURE_KIND.identifier,
+            stocks=stocks,
+            rows=sql.Literal(DISCLOSURE_ROWS),
+        )
+    )
+    conn.execute(
+        _CREATE_MARKER.format(
+            schema=sql.Identifier(SEED_MARKER.schema),
+            marker=SEED_MARKER.identifier,
+            rows=sql.Literal(large_rows),
+        )
+    )
 
 
 def seed_target(url: str) -> None:
