@@ -11,16 +11,19 @@ if TYPE_CHECKING:
     from stagecopy_dagster.assets import build_table_asset
     from stagecopy_dagster.build import build_definitions
     from stagecopy_dagster.component import StagecopyComponent
+    from stagecopy_dagster.connection import Endpoint
     from stagecopy_dagster.copier import CopyOptions, CopyResult, SourceSnapshot, TableCopier
     from stagecopy_dagster.errors import StagecopyError
     from stagecopy_dagster.integrity import IntegrityReport
     from stagecopy_dagster.resources import PostgresResource
+    from stagecopy_dagster.runner import replicate, verify
     from stagecopy_dagster.spec import Mode, ReplicationSpec, TableSpec, load_spec
     from stagecopy_dagster.translator import StagecopyTranslator
 
 _EXPORTS = {
     "CopyOptions": "copier",
     "CopyResult": "copier",
+    "Endpoint": "connection",
     "IntegrityReport": "integrity",
     "Mode": "spec",
     "PostgresResource": "resources",
@@ -33,12 +36,15 @@ _EXPORTS = {
     "TableSpec": "spec",
     "build_definitions": "build",
     "build_table_asset": "assets",
+    "replicate": "runner",
+    "verify": "runner",
     "load_spec": "spec",
 }
 
 __all__ = [
     "CopyOptions",
     "CopyResult",
+    "Endpoint",
     "IntegrityReport",
     "Mode",
     "PostgresResource",
@@ -52,6 +58,8 @@ __all__ = [
     "build_definitions",
     "build_table_asset",
     "load_spec",
+    "replicate",
+    "verify",
 ]
 
 

@@ -243,3 +243,16 @@ def test_the_copy_path_never_imports_the_local_clusters() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_the_copy_engine_and_runner_do_not_load_dagster() -> None:
+    """A copier process (the benchmark's, a script's) pays for psycopg, not for Dagster."""
+    code = (
+        "import sys\n"
+        "import stagecopy_dagster.connection, stagecopy_dagster.copier, stagecopy_dagster.runner\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
