@@ -4,7 +4,7 @@ import hashlib
 import json
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 import psycopg
@@ -22,11 +22,31 @@ SOURCE_SENSOR = "stagecopy_source_changes"
 CLEANUP_JOB = "stagecopy_cleanup"
 
 
-def build_all_tables_job():  # untyped: an unresolved asset job
-    """The main job: every stagecopy asset with its integrity check."""
+#: The asset key of a table, as the translator makes it (the one source of keys).
+KeyOf = Callable[[TableSpec], dg.AssetKey]
+
+
+def default_key(table: TableSpec) -> dg.AssetKey:
+    """The key the default translator gives `table`."""
+    return dg.AssetKey(table.asset_name)
+
+
+def build_all_tables_job(  # untyped: an unresolved asset job
+    tables: Sequence[TableSpec] | None = None, *, key_of: KeyOf = default_key
+):
+    """The main job: exactly the spec's assets, each with its integrity check.
+
+    Merged beside other assets (a dbt model), it runs only stagecopy's. Without `tables`, as
+    before: every asset of the definitions.
+    """
+    selection = (
+        dg.AssetSelection.all()
+        if tables is None
+        else dg.AssetSelection.assets(*[key_of(t) for t in tables])
+    )
     return dg.define_asset_job(
         ALL_TABLES_JOB,
-        selection=dg.AssetSelection.all(),
+        selection=selection,
         description="Replicate every table of the spec and verify each one.",
     )
 
@@ -39,7 +59,9 @@ def _schedule_name(group: str, cron: str, taken: set[str]) -> str:
     return name
 
 
-def build_schedules(tables: Sequence[TableSpec]) -> list[dg.ScheduleDefinition]:
+def build_schedules(
+    tables: Sequence[TableSpec], *, key_of: KeyOf = default_key
+) -> list[dg.ScheduleDefinition]:
     """One schedule per (group, cron): tables of a group that share a cron run together."""
     by_slot: dict[tuple[str, str], list[TableSpec]] = defaultdict(list)
     for table in tables:
@@ -51,7 +73,7 @@ def build_schedules(tables: Sequence[TableSpec]) -> list[dg.ScheduleDefinition]:
         name = _schedule_name(group, cron, taken)
         job = dg.define_asset_job(
             f"{name}_job",
-            selection=dg.AssetSelection.assets(*[dg.AssetKey(t.asset_name) for t in members]),
+            selection=dg.AssetSelection.assets(*[key_of(t) for t in members]),
         )
         schedules.append(
             dg.ScheduleDefinition(
@@ -87,18 +109,21 @@ def change_signature(conn: psycopg.Connection, table: TableSpec) -> str | None:
     return json.dumps(list(row) if row is not None else None, default=str)
 
 
-def build_source_sensor(tables: Sequence[TableSpec]) -> dg.SensorDefinition:
+def build_source_sensor(
+    tables: Sequence[TableSpec], *, key_of: KeyOf = default_key
+) -> dg.SensorDefinition:
     """A sensor that materializes only the tables whose source changed since its last tick.
 
     Its cursor holds each table's last signature; the run key is derived from the changed
     signatures, so a tick evaluated twice never launches the same run twice.
     """
-    watched = {t.asset_name: t for t in tables}
+    watched = {key_of(t).to_user_string(): t for t in tables}
+    keys = {name: key_of(t) for name, t in watched.items()}
 
     @dg.sensor(
         name=SOURCE_SENSOR,
         minimum_interval_seconds=60,
-        asset_selection=dg.AssetSelection.assets(*[dg.AssetKey(n) for n in watched]),
+        asset_selection=dg.AssetSelection.assets(*keys.values()),
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Launches a copy of each table whose source changed (watermark or stats).",
     )
@@ -119,7 +144,7 @@ def build_source_sensor(tables: Sequence[TableSpec]) -> dg.SensorDefinition:
         ).hexdigest()[:16]
         return dg.RunRequest(
             run_key=f"{SOURCE_SENSOR}:{digest}",
-            asset_selection=[dg.AssetKey(n) for n in changed],
+            asset_selection=[keys[n] for n in changed],
             tags={"stagecopy/changed": ",".join(changed)},
         )
 

@@ -19,7 +19,7 @@ from stagecopy_dagster.automation import (
 )
 from stagecopy_dagster.errors import ConnectionConfigError, SpecError
 from stagecopy_dagster.resources import PostgresResource
-from stagecopy_dagster.spec import ReplicationSpec, load_spec
+from stagecopy_dagster.spec import ReplicationSpec, TableSpec, load_spec
 from stagecopy_dagster.translator import StagecopyTranslator
 
 SOURCE_URL_ENV = "STAGECOPY_SOURCE_URL"
@@ -117,11 +117,17 @@ def build_definitions(
     """
     replication = spec if isinstance(spec, ReplicationSpec) else load_spec(spec)
     tables = replication.tables
+    translator = translator or StagecopyTranslator()
+
+    def key_of(table: TableSpec) -> dg.AssetKey:
+        # The translator's key is the only key: jobs, schedules and the sensor ask it too.
+        return translator.get_asset_spec(table).key
+
     return dg.Definitions(
         assets=[build_table_asset(t, translator=translator) for t in tables],
-        jobs=[build_all_tables_job(), cleanup_job],
-        schedules=[*build_schedules(tables), cleanup_schedule],
-        sensors=[build_source_sensor(tables)],
+        jobs=[build_all_tables_job(tables, key_of=key_of), cleanup_job],
+        schedules=[*build_schedules(tables, key_of=key_of), cleanup_schedule],
+        sensors=[build_source_sensor(tables, key_of=key_of)],
         resources=build_resources(
             source_url=source_url,
             target_url=target_url,

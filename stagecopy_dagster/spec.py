@@ -35,6 +35,7 @@ from stagecopy_dagster.identifiers import (
     is_valid_dagster_name,
     parse_column_name,
     parse_qualified_name,
+    split_identifier_path,
 )
 from stagecopy_dagster.sqlguard import CheckedSql, parse_query, parse_where
 
@@ -234,9 +235,21 @@ class ReplicationSpec(BaseModel):
     tables: tuple[TableSpec, ...]
 
     def table(self, selector: str) -> TableSpec:
-        """Find a table by asset name, target table name or source table name."""
+        """Find a table by asset name, target table name or source table name.
+
+        A name is read as PostgreSQL reads it when no name matches it as written, so
+        `'"선택"."Mixed Case"'` (as a spec quotes it) finds the table `선택."Mixed Case"`.
+        """
         for table in self.tables:
             if selector in table_selectors(table):
+                return table
+        try:
+            parts = tuple(split_identifier_path(selector, what="table name"))
+        except SpecError:
+            parts = ()
+        for table in self.tables:
+            names = [n for n in (table.target_table, table.source) if n is not None]
+            if any(parts in ((n.schema, n.name), (n.name,)) for n in names):
                 return table
         raise SpecError(f"no table matches {selector!r}")
 
