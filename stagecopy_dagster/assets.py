@@ -14,6 +14,7 @@ import dagster as dg
 from stagecopy_dagster.copier import CopyResult, Progress, ProgressCallback
 from stagecopy_dagster.errors import StagecopyError
 from stagecopy_dagster.integrity import IntegrityReport
+from stagecopy_dagster.naming import PLAIN, Names
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.runner import Replication, RetryHook, replicate, verify
 from stagecopy_dagster.spec import TableSpec
@@ -192,9 +193,12 @@ def _run_table(
 
 
 def build_table_asset(
-    table: TableSpec, *, translator: StagecopyTranslator | None = None
+    table: TableSpec, *, translator: StagecopyTranslator | None = None, names: Names = PLAIN
 ) -> dg.AssetsDefinition:
     """One asset (and its `integrity` check) that replicates `table`.
+
+    It reads the resources `names.source` and `names.target` (`source` and `target` unless the
+    replication has a name).
 
     Example:
         >>> spec = load_spec({"tables": [{"source": "public.orders"}]})  # doctest: +SKIP
@@ -206,22 +210,23 @@ def build_table_asset(
     check_spec = translator.get_check_spec(table, asset_spec.key)
 
     @dg.multi_asset(
-        name=f"stagecopy_{table.asset_name}",
+        name=names.of(f"stagecopy_{table.asset_name}"),
         specs=[asset_spec],
         check_specs=[check_spec],
         can_subset=True,
         pool=table.pool,
+        required_resource_keys={names.source, names.target},
     )
     def _replicate(
-        context: dg.AssetExecutionContext, source: PostgresResource, target: PostgresResource
+        context: dg.AssetExecutionContext,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         yield from _run_table(
             context,
             table,
             asset_key=asset_spec.key,
             check_key=check_spec.key,
-            source=source,
-            target=target,
+            source=getattr(context.resources, names.source),
+            target=getattr(context.resources, names.target),
         )
 
     return _replicate

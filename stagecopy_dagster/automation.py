@@ -12,14 +12,15 @@ from pydantic import Field
 
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.identifiers import QualifiedName, staging_created_at
+from stagecopy_dagster.naming import PLAIN, Names
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.runner import leftover_staging
 from stagecopy_dagster.spec import TableSpec
 
 #: The job that materializes every table (and runs every check).
-ALL_TABLES_JOB = "stagecopy_all"
-SOURCE_SENSOR = "stagecopy_source_changes"
-CLEANUP_JOB = "stagecopy_cleanup"
+ALL_TABLES_JOB = PLAIN.all_tables_job
+SOURCE_SENSOR = PLAIN.source_sensor
+CLEANUP_JOB = PLAIN.cleanup_job
 
 
 #: The asset key of a table, as the translator makes it (the one source of keys).
@@ -32,7 +33,10 @@ def default_key(table: TableSpec) -> dg.AssetKey:
 
 
 def build_all_tables_job(  # untyped: an unresolved asset job
-    tables: Sequence[TableSpec] | None = None, *, key_of: KeyOf = default_key
+    tables: Sequence[TableSpec] | None = None,
+    *,
+    key_of: KeyOf = default_key,
+    names: Names = PLAIN,
 ):
     """The main job: exactly the spec's assets, each with its integrity check.
 
@@ -45,14 +49,14 @@ def build_all_tables_job(  # untyped: an unresolved asset job
         else dg.AssetSelection.assets(*[key_of(t) for t in tables])
     )
     return dg.define_asset_job(
-        ALL_TABLES_JOB,
+        names.all_tables_job,
         selection=selection,
         description="Replicate every table of the spec and verify each one.",
     )
 
 
-def _schedule_name(group: str, cron: str, taken: set[str]) -> str:
-    name = f"{group}_schedule"
+def _schedule_name(group: str, cron: str, taken: set[str], names: Names) -> str:
+    name = names.of(f"{group}_schedule")
     if name in taken:
         name = f"{group}_schedule_{hashlib.sha1(cron.encode()).hexdigest()[:6]}"
     taken.add(name)
@@ -60,7 +64,7 @@ def _schedule_name(group: str, cron: str, taken: set[str]) -> str:
 
 
 def build_schedules(
-    tables: Sequence[TableSpec], *, key_of: KeyOf = default_key
+    tables: Sequence[TableSpec], *, key_of: KeyOf = default_key, names: Names = PLAIN
 ) -> list[dg.ScheduleDefinition]:
     """One schedule per (group, cron): tables of a group that share a cron run together."""
     by_slot: dict[tuple[str, str], list[TableSpec]] = defaultdict(list)
@@ -70,7 +74,7 @@ def build_schedules(
     schedules: list[dg.ScheduleDefinition] = []
     taken: set[str] = set()
     for (group, cron), members in sorted(by_slot.items()):
-        name = _schedule_name(group, cron, taken)
+        name = _schedule_name(group, cron, taken, names)
         job = dg.define_asset_job(
             f"{name}_job",
             selection=dg.AssetSelection.assets(*[key_of(t) for t in members]),
@@ -110,7 +114,7 @@ def change_signature(conn: psycopg.Connection, table: TableSpec) -> str | None:
 
 
 def build_source_sensor(
-    tables: Sequence[TableSpec], *, key_of: KeyOf = default_key
+    tables: Sequence[TableSpec], *, key_of: KeyOf = default_key, names: Names = PLAIN
 ) -> dg.SensorDefinition:
     """A sensor that materializes only the tables whose source changed since its last tick.
 
@@ -121,13 +125,17 @@ def build_source_sensor(
     keys = {name: key_of(t) for name, t in watched.items()}
 
     @dg.sensor(
-        name=SOURCE_SENSOR,
+        name=names.source_sensor,
         minimum_interval_seconds=60,
+        required_resource_keys={names.source},
         asset_selection=dg.AssetSelection.assets(*keys.values()),
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Launches a copy of each table whose source changed (watermark or stats).",
     )
-    def _sensor(context: dg.SensorEvaluationContext, source: PostgresResource):
+    def _sensor(context: dg.SensorEvaluationContext, **_: object):
+        # The key is `source`, or `crm_source` for a named replication: not a parameter name.
+        # (A direct call also passes the required resources as keywords; the tick does not.)
+        source: PostgresResource = getattr(context.resources, names.source)
         previous: dict[str, str | None] = json.loads(context.cursor) if context.cursor else {}
         current: dict[str, str | None] = {}
         with source.connect(autocommit=True) as conn:
@@ -143,7 +151,7 @@ def build_source_sensor(
             json.dumps({n: current[n] for n in changed}, sort_keys=True).encode()
         ).hexdigest()[:16]
         return dg.RunRequest(
-            run_key=f"{SOURCE_SENSOR}:{digest}",
+            run_key=f"{names.source_sensor}:{digest}",
             asset_selection=[keys[n] for n in changed],
             tags={"stagecopy/changed": ",".join(changed)},
         )
@@ -159,21 +167,44 @@ class CleanupConfig(dg.Config):
     )
 
 
-@dg.op(name="drop_leftover_staging")
-def drop_leftover_staging(
-    context: dg.OpExecutionContext, config: CleanupConfig, target: PostgresResource
-) -> dg.Output[list[str]]:
-    """Drop `_stagecopy_*` tables older than `max_age_hours` that no session holds a lock on."""
-    dropped, kept = drop_staging_tables(target, max_age_hours=config.max_age_hours)
-    for name in dropped:
-        context.log.info(f"dropped leftover staging table {name}")
-    return dg.Output(
-        dropped,
-        metadata={
-            "dropped": dg.MetadataValue.int(len(dropped)),
-            "dropped_tables": ", ".join(dropped),
-            "kept": dg.MetadataValue.int(len(kept)),
-        },
+def build_cleanup_job(names: Names = PLAIN) -> dg.JobDefinition:
+    """The job that drops `_stagecopy_*` tables left behind by killed processes."""
+
+    @dg.op(name=names.of("drop_leftover_staging"), required_resource_keys={names.target})
+    def drop_leftover_staging(
+        context: dg.OpExecutionContext, config: CleanupConfig
+    ) -> dg.Output[list[str]]:
+        """Drop `_stagecopy_*` tables older than `max_age_hours` that no session holds a lock on."""
+        target: PostgresResource = getattr(context.resources, names.target)
+        dropped, kept = drop_staging_tables(target, max_age_hours=config.max_age_hours)
+        for name in dropped:
+            context.log.info(f"dropped leftover staging table {name}")
+        return dg.Output(
+            dropped,
+            metadata={
+                "dropped": dg.MetadataValue.int(len(dropped)),
+                "dropped_tables": ", ".join(dropped),
+                "kept": dg.MetadataValue.int(len(kept)),
+            },
+        )
+
+    @dg.job(
+        name=names.cleanup_job, description="Drop staging tables left behind by killed processes."
+    )
+    def _cleanup_job() -> None:
+        drop_leftover_staging()
+
+    return _cleanup_job
+
+
+def build_cleanup_schedule(job: dg.JobDefinition, names: Names = PLAIN) -> dg.ScheduleDefinition:
+    """The clean-up job, daily."""
+    return dg.ScheduleDefinition(
+        name=names.cleanup_schedule,
+        job=job,
+        cron_schedule="17 3 * * *",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Daily clean-up of leftover staging tables.",
     )
 
 
@@ -200,16 +231,5 @@ def drop_staging_tables(
     return dropped, kept
 
 
-@dg.job(name=CLEANUP_JOB, description="Drop staging tables left behind by killed processes.")
-def cleanup_job() -> None:
-    """Drop leftover staging tables in the target database."""
-    drop_leftover_staging()
-
-
-cleanup_schedule = dg.ScheduleDefinition(
-    name="stagecopy_cleanup_schedule",
-    job=cleanup_job,
-    cron_schedule="17 3 * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily clean-up of leftover staging tables.",
-)
+cleanup_job = build_cleanup_job()
+cleanup_schedule = build_cleanup_schedule(cleanup_job)

@@ -12,12 +12,13 @@ import dagster as dg
 from stagecopy_dagster.assets import build_table_asset
 from stagecopy_dagster.automation import (
     build_all_tables_job,
+    build_cleanup_job,
+    build_cleanup_schedule,
     build_schedules,
     build_source_sensor,
-    cleanup_job,
-    cleanup_schedule,
 )
 from stagecopy_dagster.errors import ConnectionConfigError, SpecError
+from stagecopy_dagster.naming import PLAIN, Names
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.spec import ReplicationSpec, TableSpec, load_spec
 from stagecopy_dagster.translator import StagecopyTranslator
@@ -48,9 +49,13 @@ def is_demo_spec(spec: object) -> bool:
 
 
 def build_resources(
-    *, source_url: str | None = None, target_url: str | None = None, embedded: bool = False
+    *,
+    source_url: str | None = None,
+    target_url: str | None = None,
+    embedded: bool = False,
+    names: Names = PLAIN,
 ) -> dict[str, PostgresResource]:
-    """The `source` and `target` resources: explicit URLs, else the env vars.
+    """The `source` and `target` resources (keys from `names`): explicit URLs, else the env vars.
 
     Env vars are read by Dagster at run time (`dg.EnvVar`), so the URL never shows in the UI.
     With no URL anywhere, the local embedded cluster is used only when `embedded` is true or
@@ -64,8 +69,8 @@ def build_resources(
         if not (source_url and target_url):
             raise SpecError("give both source_url and target_url, or neither")
         return {
-            "source": PostgresResource(url=source_url),
-            "target": PostgresResource(url=target_url),
+            names.source: PostgresResource(url=source_url),
+            names.target: PostgresResource(url=target_url),
         }
     has_source, has_target = (
         bool(os.environ.get(SOURCE_URL_ENV)),
@@ -76,16 +81,16 @@ def build_resources(
         raise SpecError(f"{missing} is not set: set both connection URLs, or neither (embedded)")
     if has_source:
         return {
-            "source": PostgresResource(url=dg.EnvVar(SOURCE_URL_ENV)),
-            "target": PostgresResource(url=dg.EnvVar(TARGET_URL_ENV)),
+            names.source: PostgresResource(url=dg.EnvVar(SOURCE_URL_ENV)),
+            names.target: PostgresResource(url=dg.EnvVar(TARGET_URL_ENV)),
         }
     if not (embedded or embedded_opted_in()):
         raise ConnectionConfigError(MISSING_URLS)
     from stagecopy_dagster.local.default import SOURCE_DB, TARGET_DB  # noqa: PLC0415 (only when asked for)
 
     return {
-        "source": PostgresResource(embedded_database=SOURCE_DB),
-        "target": PostgresResource(embedded_database=TARGET_DB),
+        names.source: PostgresResource(embedded_database=SOURCE_DB),
+        names.target: PostgresResource(embedded_database=TARGET_DB),
     }
 
 
@@ -96,8 +101,13 @@ def build_definitions(
     target_url: str | None = None,
     translator: StagecopyTranslator | None = None,
     embedded: bool | None = None,
+    name: str | None = None,
 ) -> dg.Definitions:
     """Definitions for a replication spec.
+
+    `name` (e.g. `"crm"`) prefixes the resource keys, jobs, schedules, sensor and ops it makes
+    (`crm_source`, `crm_stagecopy_all`, ...), so several replications merge into one project
+    (`dg.Definitions.merge`); asset keys come from the `translator` alone.
 
     One asset and `integrity` check per table, the main job `stagecopy_all`, schedules, the
     source-change sensor and the staging clean-up job and schedule.
@@ -118,20 +128,26 @@ def build_definitions(
     replication = spec if isinstance(spec, ReplicationSpec) else load_spec(spec)
     tables = replication.tables
     translator = translator or StagecopyTranslator()
+    names = Names(name or "")
 
     def key_of(table: TableSpec) -> dg.AssetKey:
         # The translator's key is the only key: jobs, schedules and the sensor ask it too.
         return translator.get_asset_spec(table).key
 
+    cleanup = build_cleanup_job(names)
     return dg.Definitions(
-        assets=[build_table_asset(t, translator=translator) for t in tables],
-        jobs=[build_all_tables_job(tables, key_of=key_of), cleanup_job],
-        schedules=[*build_schedules(tables, key_of=key_of), cleanup_schedule],
-        sensors=[build_source_sensor(tables, key_of=key_of)],
+        assets=[build_table_asset(t, translator=translator, names=names) for t in tables],
+        jobs=[build_all_tables_job(tables, key_of=key_of, names=names), cleanup],
+        schedules=[
+            *build_schedules(tables, key_of=key_of, names=names),
+            build_cleanup_schedule(cleanup, names),
+        ],
+        sensors=[build_source_sensor(tables, key_of=key_of, names=names)],
         resources=build_resources(
             source_url=source_url,
             target_url=target_url,
             embedded=is_demo_spec(spec) if embedded is None else embedded,
+            names=names,
         ),
     )
 

@@ -149,6 +149,17 @@ class StagecopyComponent(dg.Component, dg.Resolvable):
     ] = None
     source_url: ResolvedUrl = None
     target_url: ResolvedUrl = None
+    name: Annotated[
+        str | None,
+        dg.Resolver.default(
+            description=(
+                "Prefix for the resource keys, jobs, schedules and sensor this component makes "
+                "(`crm` -> `crm_source`, `crm_stagecopy_all`), so several stagecopy components "
+                "can live in one project."
+            ),
+            examples=["crm"],
+        ),
+    ] = None
 
     def replication_spec(self, *, origin: str = "StagecopyComponent") -> ReplicationSpec:
         """The validated spec.
@@ -179,7 +190,9 @@ class StagecopyComponent(dg.Component, dg.Resolvable):
         origin = _origin(context)
         spec = self.replication_spec(origin=origin)
         try:
-            return build_definitions(spec, source_url=self.source_url, target_url=self.target_url)
+            return build_definitions(
+                spec, source_url=self.source_url, target_url=self.target_url, name=self.name
+            )
         except (SpecError, ConnectionConfigError) as exc:  # the URLs: name the defs.yaml
             raise type(exc)(f"{origin}: {exc}") from None
 

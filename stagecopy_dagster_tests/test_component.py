@@ -128,6 +128,20 @@ def test_defs_yaml_builds_assets_checks_jobs_and_schedules() -> None:
         assert check.blocking  # `defaults: blocking: true` reached the check
 
 
+def test_named_component_prefixes_its_resources_jobs_schedules_and_sensor() -> None:
+    named = THREE_TABLES.replace("    attributes:\n", "    attributes:\n      name: crm\n", 1)
+    assert named != THREE_TABLES
+    with load_yaml(named) as (_, defs):
+        assert set(defs.resources or {}) == {"crm_source", "crm_target"}
+        assert {s.name for s in defs.schedules or []} == {
+            "crm_market_schedule",
+            "crm_sales_schedule",
+            "crm_stagecopy_cleanup_schedule",
+        }
+        assert defs.resolve_job_def("crm_stagecopy_all") is not None
+        assert defs.resolve_sensor_def("crm_stagecopy_source_changes") is not None
+
+
 def test_env_templates_become_env_vars_read_at_run_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SOURCE_URL_ENV, "postgresql://reader:s3cret@src/app")
     monkeypatch.setenv(TARGET_URL_ENV, "postgresql://writer:s3cret@dwh/app")

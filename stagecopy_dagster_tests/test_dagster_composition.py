@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from stagecopy_dagster import PostgresResource, StagecopyTranslator, build_definitions
+from stagecopy_dagster.errors import SpecError
 from stagecopy_dagster.spec import TableSpec, load_spec
 from stagecopy_dagster_tests.pg import PgPair, PgPairFactory
 
@@ -114,3 +115,83 @@ def test_select_finds_a_table_by_its_name_as_the_spec_writes_it(selector: str) -
         }
     )
     assert spec.table(selector).asset_name == "mixed_case_copy"
+
+
+def test_two_named_replications_merge_with_distinct_resources_jobs_and_sensors() -> None:
+    crm = build_definitions(
+        {"tables": [{"source": "crm.customers", "schedule": "0 * * * *"}]},
+        source_url=FAKE_SOURCE_URL,
+        target_url=FAKE_TARGET_URL,
+        name="crm",
+    )
+    shop = build_definitions(
+        {"tables": [{"source": "shop.orders", "schedule": "0 * * * *"}]},
+        source_url=FAKE_SOURCE_URL,
+        target_url=FAKE_TARGET_URL,
+        name="shop",
+    )
+    merged = dg.Definitions.merge(crm, shop)
+    assert set(merged.resources or {}) == {"crm_source", "crm_target", "shop_source", "shop_target"}
+    assert {s.name for s in merged.schedules or []} == {
+        "crm_crm_schedule",
+        "crm_stagecopy_cleanup_schedule",
+        "shop_shop_schedule",
+        "shop_stagecopy_cleanup_schedule",
+    }
+    assert {s.name for s in merged.sensors or []} == {
+        "crm_stagecopy_source_changes",
+        "shop_stagecopy_source_changes",
+    }
+    assert merged.resolve_job_def("crm_stagecopy_all").asset_layer.executable_asset_keys == {
+        dg.AssetKey("crm__customers")
+    }
+    assert merged.resolve_job_def("shop_stagecopy_all").asset_layer.executable_asset_keys == {
+        dg.AssetKey("shop__orders")
+    }
+    assert merged.resolve_sensor_def("crm_stagecopy_source_changes").required_resource_keys == {
+        "crm_source"
+    }
+
+
+def test_a_replication_name_must_be_a_dagster_name() -> None:
+    with pytest.raises(SpecError, match="replication name 'c-r-m'"):
+        build_definitions(
+            {"tables": [{"source": "crm.customers"}]},
+            source_url=FAKE_SOURCE_URL,
+            target_url=FAKE_TARGET_URL,
+            name="c-r-m",
+        )
+
+
+@pytest.mark.integration
+def test_two_named_replications_and_an_unrelated_asset_run_in_one_project(
+    pg18: PgPairFactory,
+) -> None:
+    pg: PgPair = pg18()
+    pg.source(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text)",
+        "INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 50) g",
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int)",
+        "INSERT INTO orders SELECT g, g FROM generate_series(1, 70) g",
+    )
+    ran: list[str] = []
+
+    @dg.asset
+    def revenue_model() -> None:
+        ran.append("revenue_model")
+
+    urls = {"source_url": pg.source_url, "target_url": pg.target_url}
+    merged = dg.Definitions.merge(
+        build_definitions({"tables": [{"source": "public.customers"}]}, name="crm", **urls),
+        build_definitions({"tables": [{"source": "public.orders"}]}, name="shop", **urls),
+        dg.Definitions(assets=[revenue_model]),
+    )
+    with dg.instance_for_test() as instance:
+        for job in ("crm_stagecopy_all", "shop_stagecopy_all"):
+            result = merged.resolve_job_def(job).execute_in_process(instance=instance)
+            assert result.success
+            (evaluation,) = result.get_asset_check_evaluations()
+            assert evaluation.passed
+    assert ran == []  # neither main job ran the unrelated asset
+    assert pg.target_rows("SELECT count(*) FROM customers") == [(50,)]
+    assert pg.target_rows("SELECT count(*) FROM orders") == [(70,)]
