@@ -516,11 +516,33 @@ def test_another_run_holding_the_per_target_lock(any_pg: PgPair) -> None:
 
 @pytest.mark.integration
 def test_statement_timeout_on_the_source(big: PgPair) -> None:
+    """The first report holds the stream until the source COPY has outlived its timeout.
+
+    The COPY began before the report, so after the hold it has run for longer than 100 ms,
+    unless it finished first by fitting its whole 50 MB into the socket buffers (checked). A
+    COPY blocked writing to the client is cancelled as soon as it writes again (the server does
+    not cancel in the middle of a message).
+    """
     relation = "f_statement_timeout.big"
     entry = {"source": "public.big", "target": relation}
+    source, target = resources(big, statement_timeout="100ms", retries=3)
+
+    def outlive_the_timeout() -> None:
+        time.sleep(0.5)
+        with psycopg.connect(big.source_admin_url, autocommit=True) as admin:
+            rows = admin.execute(_STAGECOPY_RUNNING, (["COPY%"],)).fetchall()
+        # Still running (held), or already cancelled: not finished.
+        assert [r[1] for r in rows] in (["active"], ["idle in transaction (aborted)"]), rows
+
     started = time.monotonic()
     with pytest.raises(CopyError) as caught:
-        runner.replicate(table_spec(entry), *resources(big, statement_timeout="100ms", retries=3))
+        runner.replicate(
+            table_spec(entry),
+            source,
+            target,
+            options=every_write(target),
+            progress=OnFirstReport(outlive_the_timeout),
+        )
     assert time.monotonic() - started < 10
     message = str(caught.value)
     assert caught.value.table == relation and not is_transient(caught.value)
