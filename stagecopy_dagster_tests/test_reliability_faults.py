@@ -136,7 +136,10 @@ def wait_until_held(
                 if wait_event is None or event == wait_event:
                     return int(pid)
         running = [r for r in rows if r[1] == "active"]
-        assert running or not held, f"the held statement {patterns} has ended: {rows}"
+        assert running or not held, (
+            f"the held statement {patterns} has ended: {rows} (a COPY out fits into the socket "
+            "buffers when its size is below about net.ipv4.tcp_wmem's maximum)"
+        )
         assert alive(), f"the run ended before a statement {patterns} waited: {rows}"
         assert time.monotonic() < deadline, (
             f"no stagecopy backend running {patterns} waited on {wait_event_type} "
