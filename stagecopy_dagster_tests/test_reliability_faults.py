@@ -396,7 +396,6 @@ def test_target_backend_terminated_mid_merge(pg: PgPair) -> None:
 _KILLED_COPY = """
 import dataclasses, json, os, time
 from stagecopy_dagster import runner
-from stagecopy_dagster.copier import CopyOptions, Progress
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.spec import load_spec
 
