@@ -13,8 +13,10 @@ path (UNLOGGED staging -> MERGE) runs and a half-applied copy would show in the 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
-import re
+import select
 import signal
 import subprocess
 import sys
@@ -28,6 +30,7 @@ import pytest
 from psycopg import errors as pg_errors
 
 from stagecopy_dagster import runner
+from stagecopy_dagster.copier import CopyOptions, Progress
 from stagecopy_dagster.errors import (
     CopyError,
     DuplicateKeyError,
@@ -53,18 +56,13 @@ BIG_TABLE = (
     "ANALYZE {name}",
 )
 
-#: A backend of stagecopy running one of the statements we want to interrupt.
-_FIND_BACKEND = (
-    "SELECT pid FROM pg_stat_activity "
+#: stagecopy's sessions on this database running a statement like any of %s (even if idle now).
+_STAGECOPY_RUNNING = (
+    "SELECT pid, state, wait_event_type, wait_event FROM pg_stat_activity "
     "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-    "AND application_name = 'stagecopy' AND state = 'active' AND query ILIKE ANY(%s) "
-    "AND clock_timestamp() - query_start >= %s::interval "
-    "AND (%s::text IS NULL OR wait_event_type = %s) LIMIT 1"
+    "AND application_name = 'stagecopy' AND query ILIKE ANY(%s)"
 )
-_TERMINATE_RUNNING = "SELECT pid, pg_terminate_backend(pid) FROM (" + _FIND_BACKEND + ") AS running"
 #: What libpq reports when the server ends a session mid-stream (the FATAL may not arrive first).
-#: The start of a failed copy's message: the whole rows' stream, or the diff's key stream.
-COPY_FAILED = r"{}: copy(_keys)? failed"
 _CONNECTION_LOST = "server closed the connection unexpectedly"
 _TERMINATED = "terminating connection due to administrator command"
 _STAGECOPY_BACKENDS = (
@@ -93,6 +91,15 @@ def fingerprint(url: str, relation: str, key: str = "id") -> tuple[Any, ...]:
     return tuple(row)
 
 
+def copy_failed(relation: str, entry: dict[str, Any]) -> str:
+    """How the error of a fault in the first stream starts.
+
+    The first stream is the diff's key stream (step `copy_keys`), or with `diff: false` the
+    stream of every row into staging (step `copy`).
+    """
+    return f"{relation}: {'copy_keys' if entry['diff'] else 'copy'} failed: "
+
+
 def relation_exists(url: str, relation: str) -> bool:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (relation,)).fetchone()
@@ -100,36 +107,97 @@ def relation_exists(url: str, relation: str) -> bool:
     return bool(row[0])
 
 
-def find_backend(
-    admin_url: str,
+def wait_until_held(
+    admin: psycopg.Connection,
     patterns: list[str],
     *,
-    running_for: str = "150 milliseconds",
-    wait_event_type: str | None = None,
-    timeout: float = 60.0,
+    wait_event_type: str,
+    wait_event: str | None = None,
+    held: bool = True,
     alive: Callable[[], bool] = lambda: True,
-    terminate: bool = False,
+    timeout: float = 60.0,
 ) -> int:
-    """Poll pg_stat_activity until a stagecopy backend runs a statement like `patterns`; its pid.
+    """The pid of the stagecopy backend running a statement like `patterns`, once it waits.
 
-    With `terminate`, the query that finds the backend also terminates it: a separate find,
-    then terminate, once let a 300k-row COPY finish in between on 2 busy cores, so the fault
-    hit the next step instead.
+    Call this only while the test holds the backend still: from a progress callback (the client
+    is inside the stream and neither reads nor writes, so the source's COPY TO blocks in
+    `ClientWrite` once the socket buffers fill, and the target's COPY FROM waits in `ClientRead`
+    for data or the end of the copy), or while a session of the test holds a lock the statement
+    needs (`Lock`). Such a wait, once reached, lasts until the test lets go: polling for it
+    cannot miss it. With `held`, the statement is already running when this is called, so a
+    statement that has ended is a failure at once (e.g. a stream small enough to fit into the
+    socket buffers finished before the fault): the fault would hit another step.
     """
-    query = _TERMINATE_RUNNING if terminate else _FIND_BACKEND
     deadline = time.monotonic() + timeout
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                query, (patterns, running_for, wait_event_type, wait_event_type)
-            ).fetchone()
-            if row is not None:
-                assert not terminate or row[1], f"backend {row[0]} was already gone"
-                return int(row[0])
-            if not alive():
-                break
-            time.sleep(0.005)
-    raise AssertionError(f"no stagecopy backend ran {patterns} (for {running_for})")
+    while True:
+        rows = admin.execute(_STAGECOPY_RUNNING, (patterns,)).fetchall()
+        for pid, state, event_type, event in rows:
+            if state == "active" and event_type == wait_event_type:
+                if wait_event is None or event == wait_event:
+                    return int(pid)
+        running = [r for r in rows if r[1] == "active"]
+        assert running or not held, (
+            f"the held statement {patterns} has ended: {rows} (a COPY out fits into the socket "
+            "buffers when its size is below about net.ipv4.tcp_wmem's maximum)"
+        )
+        assert alive(), f"the run ended before a statement {patterns} waited: {rows}"
+        assert time.monotonic() < deadline, (
+            f"no stagecopy backend running {patterns} waited on {wait_event_type} "
+            f"{wait_event or ''} within {timeout} s: {rows}"
+        )
+        time.sleep(0.005)
+
+
+def terminate(admin: psycopg.Connection, pid: int) -> None:
+    """Terminate backend `pid` and return once it is gone (its transaction rolled back)."""
+    # With a timeout, pg_terminate_backend waits until the backend has exited.
+    row = admin.execute("SELECT pg_terminate_backend(%s, 60000)", (pid,)).fetchone()
+    assert row is not None and row[0], f"backend {pid} did not terminate within 60 s"
+    left = admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    assert left is None, f"backend {pid} is still in pg_stat_activity"
+
+
+#: Where the client holds each side of a stream still: the source COPY TO blocks writing to it,
+#: the target COPY FROM waits for its data.
+HELD_ON = {"source": "ClientWrite", "target": "ClientRead"}
+
+
+class OnFirstReport:
+    """A progress callback that runs `fault` on the first report, then only counts reports.
+
+    With `CopyOptions(progress_interval=0)` the copier reports after every write of ~64 KiB,
+    from inside the stream, while the source's COPY TO and the target's COPY FROM are both
+    open: a fault injected from the first report lands mid-stream by construction. (The large
+    table's first stream is far longer than one write, so the first report is never the one
+    a finished stream sends.)
+    """
+
+    def __init__(self, fault: Callable[[], None]) -> None:
+        self.fault = fault
+        self.reports = 0
+
+    def __call__(self, progress: Progress) -> None:
+        self.reports += 1
+        if self.reports == 1:
+            self.fault()
+
+
+def terminate_mid_stream(admin_url: str, side: str) -> Callable[[], None]:
+    """A fault: terminate the `side` ("source" or "target") backend of the stream now held."""
+
+    def fault() -> None:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            pid = wait_until_held(
+                admin, ["COPY%"], wait_event_type="Client", wait_event=HELD_ON[side]
+            )
+            terminate(admin, pid)
+
+    return fault
+
+
+def every_write(target: PostgresResource) -> CopyOptions:
+    """The target resource's copy options, reporting progress after every write."""
+    return dataclasses.replace(target.copy_options(), progress_interval=0)
 
 
 def wait_until_no_backends(*admin_urls: str, timeout: float = 30.0) -> None:
@@ -220,16 +288,15 @@ def test_source_backend_terminated_mid_copy_fails_with_one_attempt(
 ) -> None:
     relation, entry = big_target
     before = fingerprint(big.target_admin_url, relation)
-    pool, future = in_thread(
-        lambda: runner.replicate(table_spec(entry), *resources(big, retries=1))
-    )
-    with pool:
-        find_backend(big.source_admin_url, ["COPY%"], terminate=True)
-        with pytest.raises(TransientCopyError) as caught:
-            future.result(timeout=60)
+    source, target = resources(big, retries=1)
+    fault = OnFirstReport(terminate_mid_stream(big.source_admin_url, "source"))
+    with pytest.raises(TransientCopyError) as caught:
+        runner.replicate(
+            table_spec(entry), source, target, options=every_write(target), progress=fault
+        )
     message = str(caught.value)
     assert caught.value.table == relation
-    assert re.match(COPY_FAILED.format(re.escape(relation)), message), message
+    assert message.startswith(copy_failed(relation, entry)), message
     assert _CONNECTION_LOST in message or _TERMINATED in message, message
     assert fingerprint(big.target_admin_url, relation) == before
     assert staging_leftovers(big) == []
@@ -242,17 +309,18 @@ def test_source_backend_terminated_mid_copy_is_retried(
 ) -> None:
     relation, entry = big_target
     retried: list[BaseException] = []
-    pool, future = in_thread(
-        lambda: runner.replicate(
-            table_spec(entry),
-            *resources(big, retries=3),
-            on_retry=lambda attempt, exc, delay: retried.append(exc),
-        )
+    source, target = resources(big, retries=3)
+    fault = OnFirstReport(terminate_mid_stream(big.source_admin_url, "source"))
+    done = runner.replicate(
+        table_spec(entry),
+        source,
+        target,
+        options=every_write(target),
+        progress=fault,
+        on_retry=lambda attempt, exc, delay: retried.append(exc),
     )
-    with pool:
-        find_backend(big.source_admin_url, ["COPY%"], terminate=True)
-        done = future.result(timeout=120)
     assert len(retried) == 1 and isinstance(retried[0], TransientCopyError)
+    assert str(retried[0]).startswith(copy_failed(relation, entry)), retried[0]
     assert done.report is not None and done.report.passed
     copied = BIG_ROWS // 10 if entry["diff"] else BIG_ROWS  # the diff copies the stale tenth
     assert done.result.rows_copied == copied and done.result.updated == BIG_ROWS // 10
@@ -266,14 +334,14 @@ def test_target_backend_terminated_mid_copy(
 ) -> None:
     relation, entry = big_target
     before = fingerprint(big.target_admin_url, relation)
-    pool, future = in_thread(
-        lambda: runner.replicate(table_spec(entry), *resources(big, retries=1))
-    )
-    with pool:
-        find_backend(big.target_admin_url, ["COPY%"], terminate=True)
-        with pytest.raises(TransientCopyError) as caught:
-            future.result(timeout=60)
-    assert re.match(COPY_FAILED.format(re.escape(relation)), str(caught.value)), caught.value
+    source, target = resources(big, retries=1)
+    fault = OnFirstReport(terminate_mid_stream(big.target_admin_url, "target"))
+    with pytest.raises(TransientCopyError) as caught:
+        runner.replicate(
+            table_spec(entry), source, target, options=every_write(target), progress=fault
+        )
+    assert caught.value.table == relation
+    assert str(caught.value).startswith(copy_failed(relation, entry)), caught.value
     assert _CONNECTION_LOST in str(caught.value) or _TERMINATED in str(caught.value)
     wait_until_no_backends(big.target_admin_url)
     assert fingerprint(big.target_admin_url, relation) == before
@@ -304,14 +372,15 @@ def test_target_backend_terminated_mid_merge(pg: PgPair) -> None:
                 table_spec(entry), *resources(pg, retries=1, lock_timeout="30s")
             )
         )
-        with pool:
-            find_backend(
-                pg.target_admin_url,
+        with pool, psycopg.connect(pg.target_admin_url, autocommit=True) as admin:
+            merge = wait_until_held(
+                admin,
                 ["MERGE%", "WITH m AS (MERGE%"],
-                running_for="0",
                 wait_event_type="Lock",
-                terminate=True,
+                held=False,
+                alive=lambda: not future.done(),
             )
+            terminate(admin, merge)
             with pytest.raises(TransientCopyError) as caught:
                 future.result(timeout=60)
         holder.rollback()
@@ -325,16 +394,24 @@ def test_target_backend_terminated_mid_merge(pg: PgPair) -> None:
 
 
 _KILLED_COPY = """
-import os
+import dataclasses, json, os, time
 from stagecopy_dagster import runner
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.spec import load_spec
 
-entry = {"source": "public.big", "target": os.environ["RELATION"]}
+def hold(progress):
+    # Called from inside the stream: say so, then wait here for the SIGKILL.
+    print("streaming", flush=True)
+    while True:
+        time.sleep(60)
+
+target = PostgresResource(url=os.environ["TARGET_URL"])
 runner.replicate(
-    load_spec({"tables": [entry]}).tables[0],
+    load_spec({"tables": [json.loads(os.environ["ENTRY"])]}).tables[0],
     PostgresResource(url=os.environ["SOURCE_URL"]),
-    PostgresResource(url=os.environ["TARGET_URL"]),
+    target,
+    options=dataclasses.replace(target.copy_options(), progress_interval=0),
+    progress=hold,
 )
 """
 
@@ -343,31 +420,41 @@ runner.replicate(
 def test_copying_process_killed_mid_copy(
     big: PgPair, big_target: tuple[str, dict[str, Any]], big_print: tuple[Any, ...]
 ) -> None:
+    """The child holds itself inside its first stream (see `_KILLED_COPY`) and is killed there."""
     relation, entry = big_target
     before = fingerprint(big.target_admin_url, relation)
     env = {
         **os.environ,
         "SOURCE_URL": big.source_url,
         "TARGET_URL": big.target_url,
-        "RELATION": relation,
+        "ENTRY": json.dumps(entry),
     }
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILLED_COPY],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        text=True,
     )
     try:
-        find_backend(big.target_admin_url, ["COPY%"], timeout=90, alive=lambda: proc.poll() is None)
+        assert proc.stdout is not None and proc.stderr is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        if not ready or proc.stdout.readline() != "streaming\n":
+            proc.kill()
+            pytest.fail(f"the copy never streamed (exit {proc.wait()}): {proc.stderr.read()}")
+        # Held: the target's COPY is open, waiting for rows that will never come.
+        with psycopg.connect(big.target_admin_url, autocommit=True) as admin:
+            wait_until_held(admin, ["COPY%"], wait_event_type="Client", wait_event="ClientRead")
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
-    # The server notices the dropped connections and rolls the target transaction back.
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    # The servers notice the dropped connections and roll the target transaction back.
     wait_until_no_backends(big.source_admin_url, big.target_admin_url)
     assert fingerprint(big.target_admin_url, relation) == before
     assert staging_leftovers(big) == []
@@ -431,11 +518,33 @@ def test_another_run_holding_the_per_target_lock(any_pg: PgPair) -> None:
 
 @pytest.mark.integration
 def test_statement_timeout_on_the_source(big: PgPair) -> None:
+    """The first report holds the stream until the source COPY has outlived its timeout.
+
+    The COPY began before the report, so after the hold it has run for longer than 100 ms,
+    unless it finished first by fitting its whole 50 MB into the socket buffers (checked). A
+    COPY blocked writing to the client is cancelled as soon as it writes again (the server does
+    not cancel in the middle of a message).
+    """
     relation = "f_statement_timeout.big"
     entry = {"source": "public.big", "target": relation}
+    source, target = resources(big, statement_timeout="100ms", retries=3)
+
+    def outlive_the_timeout() -> None:
+        time.sleep(0.5)
+        with psycopg.connect(big.source_admin_url, autocommit=True) as admin:
+            rows = admin.execute(_STAGECOPY_RUNNING, (["COPY%"],)).fetchall()
+        # Still running (held), or already cancelled: not finished.
+        assert [r[1] for r in rows] in (["active"], ["idle in transaction (aborted)"]), rows
+
     started = time.monotonic()
     with pytest.raises(CopyError) as caught:
-        runner.replicate(table_spec(entry), *resources(big, statement_timeout="100ms", retries=3))
+        runner.replicate(
+            table_spec(entry),
+            source,
+            target,
+            options=every_write(target),
+            progress=OnFirstReport(outlive_the_timeout),
+        )
     assert time.monotonic() - started < 10
     message = str(caught.value)
     assert caught.value.table == relation and not is_transient(caught.value)
