@@ -132,9 +132,9 @@ def wait_until_held(
     while True:
         rows = admin.execute(_STAGECOPY_RUNNING, (patterns,)).fetchall()
         for pid, state, event_type, event in rows:
-            if state == "active" and event_type == wait_event_type:
-                if wait_event is None or event == wait_event:
-                    return int(pid)
+            held = state == "active" and event_type == wait_event_type
+            if held and (wait_event is None or event == wait_event):
+                return int(pid)
         running = [r for r in rows if r[1] == "active"]
         assert running or not held, (
             f"the held statement {patterns} has ended: {rows} (a COPY out fits into the socket "
