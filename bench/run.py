@@ -7,7 +7,7 @@ One round, in this order, each step timed alone after a CHECKPOINT on both clust
 3. 1% of the source rows updated; (b) full re-copy (merge, no watermark);
 4. another 1% updated; (c) incremental run (`incremental_field: updated_at`);
 5. 1% of the source keys deleted; (d') the full merge, then (d) the same run in mode sync;
-6. (e) the integrity check (`integrity.compare`) over all rows;
+6. (e) the integrity check alone (`runner.verify`, as `stagecopy check` runs it) over all rows;
 7. deleted rows put back (untimed), VACUUM ANALYZE the source.
 
 Every stagecopy run happens in a child process (`bench.copy_once`) that reports its own peak

@@ -6,8 +6,6 @@ session settings the product needs, exactly as the resource would run them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, LiteralString, cast
 
 import psycopg
@@ -24,16 +22,6 @@ from stagecopy_dagster_tests.pg import PgPair
 def table_spec(entry: dict[str, Any]) -> TableSpec:
     """One table entry validated as a spec."""
     return load_spec({"tables": [entry]}).tables[0]
-
-
-@contextmanager
-def connections(pg: PgPair) -> Iterator[tuple[psycopg.Connection, psycopg.Connection]]:
-    """Reader (source) and writer (target) connections with the product's session settings."""
-    with psycopg.connect(pg.source_url) as s, psycopg.connect(pg.target_url) as t:
-        for conn in (s, t):
-            conn.execute(st.set_session())
-            conn.commit()
-        yield s, t
 
 
 def endpoints(pg: PgPair) -> tuple[Endpoint, Endpoint]:

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import psycopg
-from psycopg import IsolationLevel
-
-from stagecopy_dagster import integrity
-from stagecopy_dagster import statements as st
-from stagecopy_dagster.copier import CopyResult, SourceSnapshot, TableCopier
+from stagecopy_dagster import runner
+from stagecopy_dagster.connection import Endpoint
+from stagecopy_dagster.copier import CopyResult
 from stagecopy_dagster.integrity import IntegrityReport
 from stagecopy_dagster.local.demo import DEMO_SPEC, seed_source, seed_target, touch_source
 from stagecopy_dagster.local.demo.seed import MASTER, ORDER_ITEMS, PRICES
@@ -20,39 +14,11 @@ from stagecopy_dagster_tests.pg import PgPair
 PRICE_ROWS = 5_000
 
 
-@contextmanager
-def _read_only_snapshot(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
-    """`conn` inside a REPEATABLE READ, READ ONLY transaction, rolled back afterwards."""
-    conn.isolation_level = IsolationLevel.REPEATABLE_READ
-    conn.read_only = True
-    try:
-        with conn.transaction(force_rollback=True):
-            yield conn
-    finally:
-        conn.isolation_level = None
-        conn.read_only = None
-
-
 def _copy_and_check(pair: PgPair, table: TableSpec) -> tuple[CopyResult, IntegrityReport]:
-    with psycopg.connect(pair.source_url) as src, psycopg.connect(pair.target_url) as tgt:
-        for conn in (src, tgt):
-            conn.execute(st.set_session())
-            conn.commit()
-        relation = table.source if table.source is not None else table.query
-        assert relation is not None
-        with SourceSnapshot.begin(src) as snap:
-            result = TableCopier(table, snap, tgt).run()
-            with _read_only_snapshot(tgt):
-                report = integrity.compare(
-                    table,
-                    source=snap.conn,
-                    source_relation=relation,
-                    target=tgt,
-                    columns=[c.name for c in result.columns],
-                    key=result.key,
-                    same_snapshot=True,
-                )
-    return result, report
+    """One copy and its check, as the asset runs them (least-privilege roles)."""
+    done = runner.replicate(table, Endpoint(pair.source_url), Endpoint(pair.target_url))
+    assert done.report is not None
+    return done.result, done.report
 
 
 def _run_all(pair: PgPair) -> dict[str, tuple[CopyResult, IntegrityReport]]:
