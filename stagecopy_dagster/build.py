@@ -133,7 +133,7 @@ def build_definitions(
     translator = (translator or StagecopyTranslator()).bound(
         replication=names.prefix,
         source_docs=load_source_docs(
-            source_url or os.environ.get(SOURCE_URL_ENV),
+            _url_now(source_url) or os.environ.get(SOURCE_URL_ENV),
             [t.source for t in tables if t.source is not None],
         ),
     )
@@ -161,6 +161,13 @@ def build_definitions(
             names=names,
         ),
     )
+
+
+def _url_now(url: str | None) -> str | None:
+    """A URL's value when the definitions load (a `dg.EnvVar` is read from the environment)."""
+    if isinstance(url, dg.EnvVar):
+        return url.get_value()
+    return url
 
 
 def spec_path() -> str | os.PathLike[str]:
