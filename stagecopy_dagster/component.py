@@ -109,6 +109,7 @@ class StagecopyScaffolder(dg.Scaffolder):
     """
 
     def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        """Write `defs.yaml` into the new folder."""
         dg.scaffold_component(request, scaffold_attributes(Path(request.target_path).name))
 
 
