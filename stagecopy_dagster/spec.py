@@ -161,6 +161,15 @@ class Freshness(BaseModel):
         return parse_duration(self.warn_lag) if self.warn_lag is not None else None
 
 
+def _as_tags(value: Any) -> Any:
+    # `{tier: gold}` in YAML; a tuple of pairs inside, so a TableSpec stays hashable.
+    if isinstance(value, Mapping):
+        return tuple(
+            sorted((str(k), v if isinstance(v, str) else str(v)) for k, v in value.items())
+        )
+    return value
+
+
 def _as_freshness(value: Any) -> Any:
     # `freshness: 2h` is short for `freshness: {max_lag: 2h}`.
     return {"max_lag": value} if isinstance(value, str) else value
@@ -200,7 +209,9 @@ class TableSpec(BaseModel):
         default=None, description="Asset description; defaults to the source table's COMMENT."
     )
     owners: tuple[str, ...] = Field(default=(), description="Asset owners: emails or `team:name`.")
-    tags: dict[str, str] = Field(default_factory=dict, description="Asset tags (key: value).")
+    tags: Annotated[tuple[tuple[str, str], ...], BeforeValidator(_as_tags)] = Field(
+        default=(), description="Asset tags, `{key: value}` (kept as pairs: the spec is frozen)."
+    )
     kinds: tuple[str, ...] = Field(
         default=(), description="Extra kinds shown in the UI, besides `postgres`."
     )
@@ -258,8 +269,8 @@ class TableSpec(BaseModel):
 
     @field_validator("tags")
     @classmethod
-    def _check_tags(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, tag in value.items():
+    def _check_tags(cls, value: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        for key, tag in value:
             if not _TAG_KEY_RE.match(key):
                 raise ValueError(f"tag key {key!r}: use letters, digits, '_', '-', '.' (<= 63)")
             if not _TAG_VALUE_RE.match(tag):

@@ -94,6 +94,7 @@ def test_owners_tags_kinds_code_version_and_freshness_come_from_the_spec(monkeyp
     policy: Any = orders.freshness_policy
     assert policy.fail_window.to_timedelta() == timedelta(hours=2)
     assert policy.warn_window.to_timedelta() == timedelta(minutes=90)
+    assert len({*load_spec({"tables": [{"source": "a.b", "tags": {"x": "y"}}]}).tables}) == 1
     items = node(defs, "items")
     assert items.owners == ["team:data"]
     items_policy: Any = items.freshness_policy
