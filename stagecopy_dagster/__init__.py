@@ -68,3 +68,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'stagecopy_dagster' has no attribute {name!r}")
     return getattr(import_module(f"stagecopy_dagster.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    # `dg list components` finds components with dir(): list the lazy names too.
+    return sorted({*globals(), *__all__})

@@ -11,6 +11,7 @@ from typing import Any
 
 import dagster as dg
 
+from stagecopy_dagster.comments import NO_DOCS, TableDocs
 from stagecopy_dagster.copier import CopyResult, Progress, ProgressCallback
 from stagecopy_dagster.errors import StagecopyError
 from stagecopy_dagster.integrity import IntegrityReport
@@ -39,14 +40,20 @@ MODE = "stagecopy/mode"
 progress_sink: ContextVar[ProgressCallback | None] = ContextVar("progress_sink", default=None)
 
 
-def materialize_metadata(table: TableSpec, result: CopyResult) -> dict[str, Any]:
-    """Metadata of one materialization: Dagster's standard keys and stagecopy's own."""
+def materialize_metadata(
+    table: TableSpec, result: CopyResult, docs: TableDocs = NO_DOCS
+) -> dict[str, Any]:
+    """Metadata of one materialization: Dagster's standard keys and stagecopy's own.
+
+    Column descriptions in `dagster/column_schema` are the source's column comments.
+    """
     target = table.target_table
     schema = dg.TableSchema(
         columns=[
             dg.TableColumn(
                 name=c.name,
                 type=c.type,
+                description=docs.column(c.name),
                 constraints=dg.TableColumnConstraints(nullable=not c.not_null),
             )
             for c in result.columns
@@ -180,7 +187,8 @@ def _run_table(
                 on_retry=on_retry,
             )
             yield dg.MaterializeResult(
-                asset_key=asset_key, metadata=materialize_metadata(table, done.result)
+                asset_key=asset_key,
+                metadata=materialize_metadata(table, done.result, done.docs),
             )
             report = done.report
         else:

@@ -17,9 +17,11 @@ from stagecopy_dagster.automation import (
     build_schedules,
     build_source_sensor,
 )
+from stagecopy_dagster.comments import load_source_docs
 from stagecopy_dagster.errors import ConnectionConfigError, SpecError
 from stagecopy_dagster.naming import PLAIN, Names
 from stagecopy_dagster.resources import PostgresResource
+from stagecopy_dagster.sources import build_source_assets
 from stagecopy_dagster.spec import ReplicationSpec, TableSpec, load_spec
 from stagecopy_dagster.translator import StagecopyTranslator
 
@@ -127,8 +129,14 @@ def build_definitions(
     """
     replication = spec if isinstance(spec, ReplicationSpec) else load_spec(spec)
     tables = replication.tables
-    translator = translator or StagecopyTranslator()
     names = Names(name or "")
+    translator = (translator or StagecopyTranslator()).bound(
+        replication=names.prefix,
+        source_docs=load_source_docs(
+            _url_now(source_url) or os.environ.get(SOURCE_URL_ENV),
+            [t.source for t in tables if t.source is not None],
+        ),
+    )
 
     def key_of(table: TableSpec) -> dg.AssetKey:
         # The translator's key is the only key: jobs, schedules and the sensor ask it too.
@@ -136,7 +144,10 @@ def build_definitions(
 
     cleanup = build_cleanup_job(names)
     return dg.Definitions(
-        assets=[build_table_asset(t, translator=translator, names=names) for t in tables],
+        assets=[
+            *build_source_assets(tables, translator=translator, names=names),
+            *(build_table_asset(t, translator=translator, names=names) for t in tables),
+        ],
         jobs=[build_all_tables_job(tables, key_of=key_of, names=names), cleanup],
         schedules=[
             *build_schedules(tables, key_of=key_of, names=names),
@@ -150,6 +161,13 @@ def build_definitions(
             names=names,
         ),
     )
+
+
+def _url_now(url: str | None) -> str | None:
+    """A URL's value when the definitions load (a `dg.EnvVar` is read from the environment)."""
+    if isinstance(url, dg.EnvVar):
+        return url.get_value()
+    return url
 
 
 def spec_path() -> str | os.PathLike[str]:

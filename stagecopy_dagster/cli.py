@@ -45,7 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     def with_spec(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--spec", help="replication spec YAML (default: $STAGECOPY_SPEC or demo)")
         p.add_argument(
-            "--select", nargs="+", metavar="NAME", help="asset names or table names (default: all)"
+            "--select",
+            nargs="+",
+            metavar="NAME",
+            help="asset keys (as the translator makes them), asset names or table names "
+            "(default: all)",
+        )
+        p.add_argument(
+            "--translator",
+            metavar="MODULE:CLASS",
+            help="the project's StagecopyTranslator, so runs carry its asset keys "
+            "(default: $STAGECOPY_TRANSLATOR, else stagecopy's)",
         )
         return with_embedded(p)
 
@@ -92,13 +102,19 @@ def _progress_bar() -> object:
 def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
     from stagecopy_dagster.assets import progress_sink
     from stagecopy_dagster.build import build_definitions, is_demo_spec
-    from stagecopy_dagster.spec import load_spec
+    from stagecopy_dagster.selection import load_translator, select_tables
+    from stagecopy_dagster.spec import TableSpec, load_spec
 
     spec_arg = _spec_arg(args)
     spec = load_spec(spec_arg)
-    tables = spec.select(args.select)
-    defs = build_definitions(spec, embedded=is_demo_spec(spec_arg))
-    keys = [dg.AssetKey(t.asset_name) for t in tables]
+    translator = load_translator(getattr(args, "translator", None))
+
+    def key_of(table: TableSpec) -> dg.AssetKey:
+        return translator.get_asset_spec(table).key
+
+    tables = select_tables(spec, args.select, key_of)
+    defs = build_definitions(spec, embedded=is_demo_spec(spec_arg), translator=translator)
+    keys = [key_of(t) for t in tables]
     selection = (
         dg.AssetSelection.checks_for_assets(*keys)
         if checks_only

@@ -41,7 +41,7 @@ from stagecopy_dagster.build import build_definitions
 from stagecopy_dagster.errors import ConnectionConfigError, SpecError
 from stagecopy_dagster.spec import ReplicationSpec, load_spec, parse_spec
 
-__all__ = ["StagecopyComponent"]
+__all__ = ["StagecopyComponent", "StagecopyScaffolder"]
 
 # `{{ env.NAME }}` or `{{ env('NAME') }}` / `{{ env("NAME") }}`, and nothing else in the string.
 _ENV_TEMPLATE_RE = re.compile(
@@ -101,6 +101,38 @@ ResolvedUrl = Annotated[
 ]
 
 
+class StagecopyScaffolder(dg.Scaffolder):
+    """`dg scaffold defs stagecopy_dagster.StagecopyComponent NAME`: a defs.yaml that loads.
+
+    The URLs are read from the environment at run time, so `dg check defs` passes before any
+    database is configured; the one table is a placeholder to replace.
+    """
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        """Write `defs.yaml` into the new folder."""
+        dg.scaffold_component(request, scaffold_attributes(Path(request.target_path).name))
+
+
+def scaffold_attributes(folder: str) -> dict[str, Any]:
+    """The attributes a scaffolded defs.yaml starts with.
+
+    `name` comes from the defs folder (`replica` -> `replica_source`, `replica_stagecopy_all`),
+    so a second scaffolded component merges with the first instead of colliding on `source`.
+    """
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", folder).strip("_") or "stagecopy"
+    return {"name": name, **SCAFFOLD_ATTRIBUTES}
+
+
+#: The attributes every scaffolded defs.yaml has besides `name`.
+SCAFFOLD_ATTRIBUTES: dict[str, Any] = {
+    "source_url": "{{ env.STAGECOPY_SOURCE_URL }}",
+    "target_url": "{{ env.STAGECOPY_TARGET_URL }}",
+    "defaults": {"mode": "merge"},
+    "tables": [{"source": "public.orders", "schedule": "0 * * * *"}],
+}
+
+
+@dg.scaffold_with(StagecopyScaffolder)
 @dataclass
 class StagecopyComponent(dg.Component, dg.Resolvable):
     """Replicate PostgreSQL tables (COPY -> UNLOGGED staging -> MERGE) as Dagster assets.

@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from anyascii import anyascii
 from psycopg import sql
 
 from stagecopy_dagster.errors import SpecError
@@ -252,7 +253,16 @@ _HANGUL_SYLLABLES = len(_LEADS) * _SYLLABLES_PER_LEAD
 
 
 def romanize(text: str) -> str:
-    """Transliterate Hangul syllables (Revised Romanization, simplified); keep other chars."""
+    """Transliterate `text` to ASCII for a readable name.
+
+    Hangul syllables get stagecopy's own Revised Romanization (simplified), which earlier
+    releases used and asset keys keep; every other script goes through `anyascii`, a maintained
+    transliteration table (`заказы` -> `zakazy`, `注文明細` -> `ZhuWenMingXi`).
+
+    Example:
+        >>> romanize("일별시세 заказы")
+        'ilbyeolsise zakazy'
+    """
     out = []
     for ch in text:
         code = ord(ch) - _HANGUL_FIRST
@@ -260,8 +270,10 @@ def romanize(text: str) -> str:
             lead, rest = divmod(code, _SYLLABLES_PER_LEAD)
             vowel, tail = divmod(rest, len(_TAILS))
             out.append(_LEADS[lead] + _VOWELS[vowel] + _TAILS[tail])
-        else:
+        elif ch.isascii():
             out.append(ch)
+        else:
+            out.append(anyascii(ch))
     return "".join(out)
 
 

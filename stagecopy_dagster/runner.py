@@ -20,6 +20,7 @@ import psycopg
 
 from stagecopy_dagster import catalog
 from stagecopy_dagster import statements as st
+from stagecopy_dagster.comments import NO_DOCS, TableDocs, apply_docs, read_docs
 from stagecopy_dagster.connection import Database
 from stagecopy_dagster.engine.copier import TableCopier
 from stagecopy_dagster.engine.session import SourceSnapshot, begin_read_only
@@ -53,6 +54,8 @@ class Replication:
 
     result: CopyResult
     report: IntegrityReport | None
+    docs: TableDocs = NO_DOCS
+    """The source's comments (also set on the target after the copy)."""
 
 
 def replicate(
@@ -86,7 +89,8 @@ def replicate(
                 connectors=Connectors(source.connect, target.connect),
             ).run()
             report = _compare_after_copy(table, snap, tgt, result) if verify else None
-            return Replication(result, report)
+            docs = _carry_comments(table, snap, tgt, result)
+            return Replication(result, report, docs)
 
     return _with_retries(target, attempt, on_retry)
 
@@ -196,6 +200,28 @@ def _compare_after_copy(
             same_snapshot=True,
             hashable=portable_columns(result.columns, snap.version, result.server_version),
         )
+
+
+def _carry_comments(
+    table: TableSpec, snap: SourceSnapshot, tgt: psycopg.Connection, result: CopyResult
+) -> TableDocs:
+    """Read the source's comments (in the copy's snapshot) and set them on the target.
+
+    Documentation is not data: a failure here is logged and the copy stands.
+    """
+    if table.source is None:
+        return NO_DOCS
+    try:
+        docs = read_docs(snap.conn, [table.source]).get(table.source, NO_DOCS)
+        changed = apply_docs(tgt, table.target_table, docs, [c.name for c in result.columns])
+    except psycopg.Error as exc:
+        if not tgt.closed and not tgt.autocommit:
+            tgt.rollback()
+        log.warning("%s: comments not carried to the target: %s", table.label, exc)
+        return NO_DOCS
+    if changed:
+        log.info("%s: comments set on the target: %s", table.label, ", ".join(changed))
+    return docs
 
 
 def _with_retries(target: Database, attempt: Callable[[], T], on_retry: RetryHook | None) -> T:

@@ -13,6 +13,7 @@ import os
 import re
 import warnings
 from collections.abc import Mapping
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,10 +25,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from stagecopy_dagster.durations import parse_duration
 from stagecopy_dagster.errors import SpecError, StagecopyError
 from stagecopy_dagster.identifiers import (
     QualifiedName,
@@ -65,6 +68,12 @@ _INTERVAL_RE = re.compile(
     r"days?|weeks?)\s*$",
     re.IGNORECASE,
 )
+
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_TEAM_RE = re.compile(r"^team:[A-Za-z0-9_-]+$")
+# Dagster's rules for asset tags (keys may have one `namespace/`; values are short words).
+_TAG_KEY_RE = re.compile(r"^([A-Za-z0-9_.-]{1,63}/)?[A-Za-z0-9_.-]{1,63}$")
+_TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
 
 
 class Mode(StrEnum):
@@ -109,6 +118,63 @@ def _as_query(value: Any) -> Any:
     return parse_query(value) if isinstance(value, str) else value
 
 
+class Automation(StrEnum):
+    """What makes Dagster's declarative automation materialize a table by itself."""
+
+    NONE = "none"
+    """Nothing: runs come from schedules, the sensor, the UI or the CLI."""
+    ON_SOURCE_CHANGE = "on_source_change"
+    """A run when the observed source table changed (its data version moved)."""
+
+
+class Freshness(BaseModel):
+    """How stale a table may get before Dagster marks it late: `{max_lag: 2h, warn_lag: 1h}`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_lag: str = Field(description="Fail when the last copy is older than this, e.g. '2h'.")
+    warn_lag: str | None = Field(
+        default=None, description="Warn when the last copy is older than this (< max_lag)."
+    )
+
+    @field_validator("max_lag", "warn_lag")
+    @classmethod
+    def _check_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_order(self) -> Freshness:
+        if self.warn_lag is not None and parse_duration(self.warn_lag) >= self.fail_window:
+            raise ValueError("freshness.warn_lag must be shorter than max_lag")
+        return self
+
+    @property
+    def fail_window(self) -> timedelta:
+        """`max_lag` as a timedelta."""
+        return parse_duration(self.max_lag)
+
+    @property
+    def warn_window(self) -> timedelta | None:
+        """`warn_lag` as a timedelta (None when not set)."""
+        return parse_duration(self.warn_lag) if self.warn_lag is not None else None
+
+
+def _as_tags(value: Any) -> Any:
+    # `{tier: gold}` in YAML; a tuple of pairs inside, so a TableSpec stays hashable.
+    if isinstance(value, Mapping):
+        return tuple(
+            sorted((str(k), v if isinstance(v, str) else str(v)) for k, v in value.items())
+        )
+    return value
+
+
+def _as_freshness(value: Any) -> Any:
+    # `freshness: 2h` is short for `freshness: {max_lag: 2h}`.
+    return {"max_lag": value} if isinstance(value, str) else value
+
+
 class TableSpec(BaseModel):
     """One replicated table: an entry of `tables:` merged with `defaults:`."""
 
@@ -139,7 +205,30 @@ class TableSpec(BaseModel):
     name: str | None = Field(default=None, description="Asset name (^[A-Za-z0-9_]+$).")
     group: str | None = Field(default=None, description="Asset group; defaults to the schema.")
     schedule: str | None = Field(default=None, description="Cron schedule for this table.")
-    description: str | None = Field(default=None, description="Asset description.")
+    description: str | None = Field(
+        default=None, description="Asset description; defaults to the source table's COMMENT."
+    )
+    owners: tuple[str, ...] = Field(default=(), description="Asset owners: emails or `team:name`.")
+    tags: Annotated[tuple[tuple[str, str], ...], BeforeValidator(_as_tags)] = Field(
+        default=(), description="Asset tags, `{key: value}` (kept as pairs: the spec is frozen)."
+    )
+    kinds: tuple[str, ...] = Field(
+        default=(), description="Extra kinds shown in the UI, besides `postgres`."
+    )
+    code_version: str | None = Field(
+        default=None, description="Asset code version (bump it when the copy logic changes)."
+    )
+    freshness: Annotated[Freshness | None, BeforeValidator(_as_freshness)] = Field(
+        default=None, description="Freshness policy: `{max_lag: 2h}` (and optional warn_lag)."
+    )
+    automation: Automation = Field(
+        default=Automation.NONE,
+        description="none | on_source_change: let Dagster's automation copy on source changes.",
+    )
+    observe_schedule: str = Field(
+        default="*/5 * * * *",
+        description="Cron of the source observations that `automation: on_source_change` uses.",
+    )
     parallel: int = Field(
         default=1, ge=1, le=64, description="Parallel COPY streams for one large table."
     )
@@ -170,11 +259,29 @@ class TableSpec(BaseModel):
             raise ValueError(f"{value!r} must match ^[A-Za-z0-9_]+$")
         return value
 
-    @field_validator("schedule")
+    @field_validator("owners")
     @classmethod
-    def _check_cron(cls, value: str | None) -> str | None:
+    def _check_owners(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for owner in value:
+            if not (_EMAIL_RE.match(owner) or _TEAM_RE.match(owner)):
+                raise ValueError(f"owner {owner!r} must be an email or 'team:name'")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, value: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        for key, tag in value:
+            if not _TAG_KEY_RE.match(key):
+                raise ValueError(f"tag key {key!r}: use letters, digits, '_', '-', '.' (<= 63)")
+            if not _TAG_VALUE_RE.match(tag):
+                raise ValueError(f"tag {key}: value {tag!r}: use letters, digits, '_', '-', '.'")
+        return value
+
+    @field_validator("schedule", "observe_schedule")
+    @classmethod
+    def _check_cron(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and not _is_valid_cron(value):
-            raise ValueError(f"schedule {value!r} is not a valid cron string")
+            raise ValueError(f"{info.field_name} {value!r} is not a valid cron string")
         return value
 
     @model_validator(mode="after")
@@ -286,7 +393,9 @@ def _format_validation_error(entry: str, exc: ValidationError) -> str:
             msg = f"unknown key {loc!r}"
             loc = ""
         elif err["type"] == "enum":
-            msg = f"{err['input']!r} is not one of merge, sync, replace, append"
+            expected = str(err.get("ctx", {}).get("expected", "")).replace("'", "")
+            expected = expected.replace(" or ", ", ")
+            msg = f"{err['input']!r} is not one of {expected}"
         lines.append(f"{entry}{'.' + loc if loc else ''}: {msg}")
     return "; ".join(lines)
 

@@ -36,6 +36,8 @@ class CheckedSql:
     """The canonical SQL (no comments, fully parenthesised where needed)."""
     functions: tuple[tuple[str | None, str], ...]
     """(schema or None, name) of every function it calls, for the volatility check."""
+    relations: tuple[tuple[str | None, str], ...] = ()
+    """(schema or None, name) of every table or view it reads (CTE names left out): lineage."""
 
     def composable(self) -> sql.Composable:
         """The checked SQL, parenthesised, ready to compose into a statement."""
@@ -84,7 +86,15 @@ class _Inspector(Visitor):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self.functions: list[tuple[str | None, str]] = []
+        self.relations: list[tuple[str | None, str]] = []
+        self.ctes: set[str] = set()
         self.problems: list[str] = []
+
+    def visit_CommonTableExpr(self, ancestors: object, node: ast.CommonTableExpr) -> None:
+        self.ctes.add(node.ctename or "")
+
+    def visit_RangeVar(self, ancestors: object, node: ast.RangeVar) -> None:
+        self.relations.append((node.schemaname, node.relname or ""))
 
     def visit_FuncCall(self, ancestors: object, node: ast.FuncCall) -> None:
         names = [getattr(part, "sval", "") for part in node.funcname or ()]
@@ -121,12 +131,12 @@ def _parse_one(text: str, *, what: str) -> ast.RawStmt:
     return statements[0]
 
 
-def _inspect(node: ast.Node, *, what: str) -> tuple[tuple[str | None, str], ...]:
+def _inspect(node: ast.Node, *, what: str) -> _Inspector:
     inspector = _Inspector()
     inspector(node)
     if inspector.problems:
         raise UnsafeSqlError(f"{what}: {inspector.problems[0]}")
-    return tuple(dict.fromkeys(inspector.functions))
+    return inspector
 
 
 def parse_where(text: str) -> CheckedSql:
@@ -163,8 +173,8 @@ def parse_where(text: str) -> CheckedSql:
     ]
     if extra or stmt.whereClause is None or len(stmt.targetList or ()) != 1:
         raise UnsafeSqlError(f"{what} must be one boolean expression, not a clause or statement")
-    functions = _inspect(stmt.whereClause, what=what)
-    return CheckedSql(RawStream()(stmt.whereClause), functions)
+    found = _inspect(stmt.whereClause, what=what)
+    return CheckedSql(RawStream()(stmt.whereClause), tuple(dict.fromkeys(found.functions)))
 
 
 def parse_query(text: str) -> CheckedSql:
@@ -177,5 +187,10 @@ def parse_query(text: str) -> CheckedSql:
         raise UnsafeSqlError(f"{what} must be a SELECT, got {kind}")
     if stmt.valuesLists and _set_operation(stmt) == "SETOP_NONE" and not stmt.targetList:
         raise UnsafeSqlError(f"{what} must be a SELECT, got VALUES")
-    functions = _inspect(stmt, what=what)
-    return CheckedSql(RawStream()(stmt), functions)
+    found = _inspect(stmt, what=what)
+    relations = [r for r in found.relations if r[0] is not None or r[1] not in found.ctes]
+    return CheckedSql(
+        RawStream()(stmt),
+        tuple(dict.fromkeys(found.functions)),
+        tuple(dict.fromkeys(relations)),
+    )

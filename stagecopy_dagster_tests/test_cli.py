@@ -291,3 +291,49 @@ def test_demo_without_ui_sets_up_and_runs_everything(cluster_tmp_path: Path) -> 
         assert (home / "dagster_home" / ".nux" / "nux.yaml").is_file()
     finally:
         LocalCluster(home / "pg").stop()
+
+
+PREFIXING_TRANSLATOR = """
+from stagecopy_dagster import StagecopyTranslator
+
+
+class Prefixed(StagecopyTranslator):
+    def get_asset_spec(self, table):
+        spec = super().get_asset_spec(table)
+        return spec.replace_attributes(key=spec.key.with_prefix("replica"))
+"""
+
+
+def test_select_follows_the_projects_translator(seeded: PgPair, tmp_path: Path) -> None:
+    (tmp_path / "my_translators.py").write_text(PREFIXING_TRANSLATOR, encoding="utf-8")
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    env = pg_env(seeded, tmp_path, PYTHONPATH=path)
+    spec = str(write_spec(tmp_path))
+
+    run = stagecopy(
+        "run",
+        "--spec",
+        spec,
+        "--translator",
+        "my_translators:Prefixed",
+        "--select",
+        "replica/kr_orders",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, output(run)
+    assert "replica/kr_orders" in run.stdout
+    assert target_table_exists(seeded, "orders")
+    assert not target_table_exists(seeded, "customers")
+
+    # The same through the environment; a table name still selects too.
+    env["STAGECOPY_TRANSLATOR"] = "my_translators:Prefixed"
+    check = stagecopy("check", "--spec", spec, "--select", "public.orders", env=env, cwd=tmp_path)
+    assert check.returncode == 0, output(check)
+    assert "replica/kr_orders" in check.stdout
+
+    bad = stagecopy(
+        "run", "--spec", spec, "--translator", "my_translators:Nope", env=env, cwd=tmp_path
+    )
+    assert bad.returncode == 2, output(bad)
+    assert "translator 'my_translators:Nope' cannot be loaded" in bad.stderr

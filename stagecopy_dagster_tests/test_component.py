@@ -93,7 +93,10 @@ def check_keys(defs: dg.Definitions) -> set[dg.AssetCheckKey]:
 
 
 def asset_names(defs: dg.Definitions) -> set[str]:
-    return {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    """The replicas' keys (the observable source tables, `source/...`, left out)."""
+    graph = defs.resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
+    return {k.to_user_string() for k in keys if graph.get(k).is_materializable}
 
 
 # --- loading -----------------------------------------------------------------------------------

@@ -169,8 +169,8 @@ def test_unscoped_merge_reports_all_rows_scope_and_the_standard_keys(pair: PgPai
     assert meta["stagecopy/rows_per_second"] > 0
     assert_common_metadata(pair, meta, table="items", mode="merge", scope="all rows")
     # The asset key is the spec's asset name, and the asset spec carries the table name.
-    (spec,) = defs.resolve_all_asset_specs()
-    assert spec.key == dg.AssetKey("items")
+    (spec,) = [s for s in defs.resolve_all_asset_specs() if s.key == dg.AssetKey("items")]
+    assert spec.deps[0].asset_key == dg.AssetKey(["source", "items"])  # lineage from the source
     assert spec.metadata["dagster/table_name"] == "public.items"
 
     # A second run with no source change rewrites nothing.

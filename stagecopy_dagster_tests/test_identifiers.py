@@ -196,6 +196,15 @@ def test_romanize() -> None:
     assert romanize("주문 A1") == "jumun A1"
 
 
+def test_other_scripts_are_transliterated_not_dropped() -> None:
+    # Before anyascii these were `public__t_9f6da8` and `t__t_680985`: nothing left to read.
+    assert asset_name_for(QualifiedName("public", "заказы")) == "public__zakazy_9f6da8"
+    assert asset_name_for(QualifiedName("販売", "注文明細")) == "FanMai__ZhuWenMingXi_680985"
+    assert asset_name_for(QualifiedName("public", "Ünïcode")).startswith("public__Unicode_")
+    # Hangul keeps stagecopy's romanization (existing asset keys do not move).
+    assert romanize("일별시세 заказы") == "ilbyeolsise zakazy"
+
+
 def test_plain_names_keep_their_spelling() -> None:
     assert asset_name_for(QualifiedName("public", "orders")) == "orders"
     assert asset_name_for(QualifiedName("public", "Orders")) == "Orders"
