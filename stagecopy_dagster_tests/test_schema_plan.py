@@ -205,3 +205,10 @@ def test_a_key_generated_in_the_target_is_a_problem() -> None:
         cols("id integer", "v integer"), cols("=id integer", "v integer"), key=["id"], policy=EVOLVE
     )
     assert plan.problems == ("key column 'id' is generated in the target",)
+
+
+def test_a_null_mask_needs_a_nullable_target_column() -> None:
+    both = cols("id integer", "phone text!")
+    plan = plan_schema(both, both, key=["id"], policy=EVOLVE, null_masked=["phone"])
+    (problem,) = plan.problems
+    assert problem.startswith("column phone is masked with null but NOT NULL in the target")

@@ -25,6 +25,7 @@ from stagecopy_dagster.engine.types import SourceFacts, TargetFacts
 from stagecopy_dagster.errors import SchemaMismatchError, SourceError, SpecError, describe_db_error
 from stagecopy_dagster.identifiers import QualifiedName, clip_identifier
 from stagecopy_dagster.masking import install_mask_key, mask_key
+from stagecopy_dagster.spec import MaskKind
 from stagecopy_dagster.sqlguard import CheckedSql
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ def _reconcile(ctx: CopyContext, source: SourceFacts, oid: int) -> SchemaPlan:
         key=source.key,
         policy=ctx.table.on_schema_change,
         target_own=[r[0] for r in conn.execute(st.FILLED_COLUMNS, (oid,)).fetchall()],
+        null_masked=[n for n, kind in ctx.table.masks.items() if kind is MaskKind.NULL],
     )
     if plan.problems:
         raise SchemaMismatchError("; ".join(plan.problems), table=ctx.label)

@@ -111,11 +111,13 @@ def plan_schema(
     key: Sequence[str],
     policy: SchemaPolicy,
     target_own: Collection[str] = (),
+    null_masked: Collection[str] = (),
 ) -> SchemaPlan:
     """Compare the source's columns with an existing target's under `policy`.
 
     `target_own` names target columns with a DEFAULT or identity: the target fills them, so
-    the source lacking them is not a difference.
+    the source lacking them is not a difference. `null_masked` names columns the source
+    delivers as NULL (`mask: null`): the target must let them be NULL.
 
     Example:
         >>> plan_schema(
@@ -195,6 +197,12 @@ def plan_schema(
             "the source's columns differ from the target's (on_schema_change: fail): "
             + "; ".join(problems)
         ]
+    for name in null_masked:
+        if name in existing and existing[name].not_null:
+            problems.append(
+                f"column {name} is masked with null but NOT NULL in the target; drop its "
+                "NOT NULL there, or mask it with hash"
+            )
     copied = {c.name for c in columns}
     for col in key:
         if col in copied:

@@ -61,18 +61,23 @@ class Projection:
 
 
 def _padded_key(setting: str) -> sql.Composed:
-    # A scalar sub-select: evaluated once per statement, not once per row.
-    return sql.SQL("(SELECT pg_catalog.decode(pg_catalog.current_setting({}), 'hex'))").format(
-        sql.Literal(setting)
-    )
+    # A scalar sub-select: evaluated once per statement, not once per row. A setting that is
+    # unset (or emptied when an earlier transaction ended) is not 128 hex digits: decoding the
+    # text in its place fails the read, instead of hashing with an empty, guessable key.
+    return sql.SQL(
+        "(SELECT pg_catalog.decode(CASE WHEN pg_catalog.length(k) = 128 THEN k "
+        "ELSE 'stagecopy mask key not set' END, 'hex') "
+        "FROM pg_catalog.current_setting({}, true) AS k)"
+    ).format(sql.Literal(setting))
 
 
 def hmac_sha256(value: sql.Composable) -> sql.Composed:
     """Lowercase hex HMAC-SHA256 of `value`'s text (UTF-8), keyed by the session's mask keys.
 
     Example:
-        >>> hmac_sha256(sql.Identifier("v")).as_string()[:60]
-        "pg_catalog.encode(pg_catalog.sha256((SELECT pg_catalog.deco"
+        >>> hmac_sha256(sql.Identifier("v")).as_string()[:36]
+        'pg_catalog.encode(pg_catalog.sha256('
+
     """
     message = sql.SQL("pg_catalog.convert_to(({})::text, 'UTF8')").format(value)
     inner = sql.SQL("pg_catalog.sha256({} || {})").format(_padded_key(INNER_KEY_SETTING), message)
