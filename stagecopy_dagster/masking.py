@@ -31,8 +31,8 @@ def padded_keys(key: bytes) -> tuple[bytes, bytes]:
 
     Example:
         >>> inner, outer = padded_keys(b"k")
-        >>> len(inner), inner[:2], outer[:2]
-        (64, b']6', b'7\\\\')
+        >>> len(inner), inner[:2].hex(), outer[:2].hex()
+        (64, '5d36', '375c')
     """
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()

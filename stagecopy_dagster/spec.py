@@ -138,10 +138,9 @@ def _as_mask(value: Any) -> Any:
     if not isinstance(value, Mapping):
         raise ValueError("`mask` must map column names to hash or null")
     pairs: dict[str, MaskKind] = {}
-    for name, kind in value.items():
+    for name, given in value.items():
         column = parse_column_name(str(name))
-        if kind is None:  # YAML reads a bare `null` as None
-            kind = MaskKind.NULL.value
+        kind = MaskKind.NULL.value if given is None else given  # YAML reads `null` as None
         if kind not in {k.value for k in MaskKind}:
             raise ValueError(f"mask of {column!r}: {kind!r} is not one of hash, null")
         if column in pairs:
@@ -408,28 +407,28 @@ def check_column_selection(table: TableSpec) -> None:
             raise ValueError(f"{what} lists a column twice")
     if table.columns is not None and not table.columns:
         raise ValueError("`columns` is empty: list the columns to copy")
-    key = table.primary_key or ()
-    masked = table.masks
-    for col in key:
-        if table.columns is not None and col not in table.columns:
-            raise ValueError(f"`columns` must include the primary_key column {col!r}")
-        if col in (table.exclude_columns or ()):
-            raise ValueError(f"primary_key column {col!r} cannot be excluded")
-        if col in masked:
+    excluded = table.exclude_columns or ()
+    for col in table.primary_key or ():
+        _check_kept(table, col, "primary_key column")
+        if col in table.masks:
             raise ValueError(f"primary_key column {col!r} cannot be masked (rows match by it)")
-    field = table.incremental_field
-    if field is not None:
-        if table.columns is not None and field not in table.columns:
-            raise ValueError(f"`columns` must include the incremental_field {field!r}")
-        if field in (table.exclude_columns or ()):
-            raise ValueError(f"incremental_field {field!r} cannot be excluded")
-        if field in masked:
-            raise ValueError(f"incremental_field {field!r} cannot be masked")
-    for col in masked:
-        if col in (table.exclude_columns or ()):
+    if table.incremental_field is not None:
+        _check_kept(table, table.incremental_field, "incremental_field")
+        if table.incremental_field in table.masks:
+            raise ValueError(f"incremental_field {table.incremental_field!r} cannot be masked")
+    for col in table.masks:
+        if col in excluded:
             raise ValueError(f"column {col!r} is both masked and excluded")
         if table.columns is not None and col not in table.columns:
             raise ValueError(f"masked column {col!r} is not in `columns`")
+
+
+def _check_kept(table: TableSpec, column: str, what: str) -> None:
+    """A column the copy needs (key, watermark) must be selected."""
+    if table.columns is not None and column not in table.columns:
+        raise ValueError(f"`columns` must include the {what} {column!r}")
+    if column in (table.exclude_columns or ()):
+        raise ValueError(f"{what} {column!r} cannot be excluded")
 
 
 class ReplicationSpec(BaseModel):

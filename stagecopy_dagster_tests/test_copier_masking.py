@@ -122,7 +122,9 @@ def test_masked_columns_hold_the_hmac_or_null_and_the_check_passes(pg: PgPair) -
     again, report = run_and_check(pg, MASKED)
     assert (again.path, again.inserted, again.updated) == ("diff", 1, 1)
     assert report.passed, report.summary
-    assert pg.target_rows("SELECT 주민번호, 전화번호 FROM people WHERE id IN (2, 4) ORDER BY id") == [
+    assert pg.target_rows(
+        "SELECT 주민번호, 전화번호 FROM people WHERE id IN (2, 4) ORDER BY id"
+    ) == [
         (expected("111111-1111111"), None),
         (expected("222222-2222222"), None),
     ]
@@ -146,7 +148,12 @@ def test_the_key_is_in_no_statement_log_or_metadata(
     result = run_copy(any_pg, MASKED)
     planned = "\n".join(runner.plan_statements(table_spec(MASKED), *endpoints(any_pg)))
     assert "current_setting('stagecopy.mask_inner', true)" in planned  # the masked read was planned
-    shown = [planned, caplog.text, repr(result), repr(materialize_metadata(table_spec(MASKED), result))]
+    shown = [
+        planned,
+        caplog.text,
+        repr(result),
+        repr(materialize_metadata(table_spec(MASKED), result)),
+    ]
     for secret in secrets:
         for text in shown:
             assert secret not in text

@@ -104,7 +104,11 @@ def test_evolve_adds_widens_and_keeps_gone_columns() -> None:
         {"column": "id", "change": "widened", "from": "integer", "to": "bigint"},
         {"column": "score", "change": "added", "type": "real"},
     ]
-    assert plan.changes[4].as_dict() == {"column": "old", "change": "gone_from_source", "from": "text"}
+    assert plan.changes[4].as_dict() == {
+        "column": "old",
+        "change": "gone_from_source",
+        "from": "text",
+    }
 
 
 def test_evolve_refuses_narrowing_and_type_changes_naming_every_column() -> None:

@@ -129,69 +129,18 @@ def plan_schema(
         (Column(name='v', type='text', not_null=False, generated=False, identity_always=False, binary_safe=True),)
     """  # noqa: E501
     existing = {c.name: c for c in target}
-    at_source = {c.name for c in source}
     changes: list[SchemaChange] = []
     columns: list[Column] = []
     problems: list[str] = []
-    mismatched: list[str] = []
-    for col in source:
-        have = existing.get(col.name)
-        if have is None:
-            if policy is SchemaPolicy.EVOLVE:
-                changes.append(SchemaChange(col.name, ChangeKind.ADDED, source_type=col.type))
-                columns.append(Column(col.name, col.type, binary_safe=col.binary_safe))
-            elif policy is SchemaPolicy.IGNORE:
-                changes.append(SchemaChange(col.name, ChangeKind.NOT_ADDED, source_type=col.type))
-            else:
-                problems.append(f"column {col.name} ({col.type}) is new at the source")
-            continue
-        if have.generated:
-            continue  # the target computes it; never COPY into a generated column
-        if have.type != col.type:
-            if policy is SchemaPolicy.EVOLVE and widens(have.type, col.type):
-                changes.append(
-                    SchemaChange(
-                        col.name, ChangeKind.WIDENED, source_type=col.type, target_type=have.type
-                    )
-                )
-            else:
-                mismatched.append(_type_problem(col, have, policy))
-                continue
-        columns.append(
-            Column(
-                col.name,
-                col.type,
-                not_null=have.not_null,
-                identity_always=have.identity_always,
-                binary_safe=col.binary_safe and have.binary_safe,
-            )
-        )
-    if mismatched:
-        problems.append(
-            "column types differ between source and target (no silent casts): "
-            + "; ".join(mismatched)
-        )
-    nulled: list[str] = []
-    for have in target:
-        if have.name in at_source or have.generated or have.name in target_own:
-            continue
-        if policy is SchemaPolicy.IGNORE:
-            changes.append(
-                SchemaChange(have.name, ChangeKind.NOT_COPIED, target_type=have.type)
-            )
-        elif policy is SchemaPolicy.FAIL:
-            problems.append(f"column {have.name} is gone from the source")
-        elif have.not_null:
-            problems.append(
-                f"column {have.name} is gone from the source but NOT NULL in the target "
-                "(without a default), so new and changed rows cannot set it NULL; drop the "
-                "column or its NOT NULL in the target"
-            )
-        else:
-            changes.append(
-                SchemaChange(have.name, ChangeKind.GONE_FROM_SOURCE, target_type=have.type)
-            )
-            nulled.append(have.name)
+    _follow_source(source, existing, policy, changes=changes, columns=columns, problems=problems)
+    nulled = _gone_columns(
+        target,
+        {c.name for c in source},
+        policy,
+        target_own=target_own,
+        changes=changes,
+        problems=problems,
+    )
     if policy is SchemaPolicy.FAIL and problems:
         problems = [
             "the source's columns differ from the target's (on_schema_change: fail): "
@@ -214,10 +163,93 @@ def plan_schema(
     return SchemaPlan(tuple(changes), tuple(columns), tuple(nulled), tuple(problems))
 
 
+def _follow_source(
+    source: Sequence[Column],
+    existing: dict[str, Column],
+    policy: SchemaPolicy,
+    *,
+    changes: list[SchemaChange],
+    columns: list[Column],
+    problems: list[str],
+) -> None:
+    """The source's columns: copied as they are, added, widened, or refused."""
+    mismatched: list[str] = []
+    for col in source:
+        have = existing.get(col.name)
+        if have is None:
+            if policy is SchemaPolicy.EVOLVE:
+                changes.append(SchemaChange(col.name, ChangeKind.ADDED, source_type=col.type))
+                columns.append(Column(col.name, col.type, binary_safe=col.binary_safe))
+            elif policy is SchemaPolicy.IGNORE:
+                changes.append(SchemaChange(col.name, ChangeKind.NOT_ADDED, source_type=col.type))
+            else:
+                problems.append(f"column {col.name} ({col.type}) is new at the source")
+            continue
+        if have.generated:
+            continue  # the target computes it; never COPY into a generated column
+        if have.type != col.type:
+            if not (policy is SchemaPolicy.EVOLVE and widens(have.type, col.type)):
+                mismatched.append(_type_problem(col, have, policy))
+                continue
+            changes.append(
+                SchemaChange(
+                    col.name, ChangeKind.WIDENED, source_type=col.type, target_type=have.type
+                )
+            )
+        columns.append(
+            Column(
+                col.name,
+                col.type,
+                not_null=have.not_null,
+                identity_always=have.identity_always,
+                binary_safe=col.binary_safe and have.binary_safe,
+            )
+        )
+    if mismatched:
+        problems.append(
+            "column types differ between source and target (no silent casts): "
+            + "; ".join(mismatched)
+        )
+
+
+def _gone_columns(
+    target: Sequence[Column],
+    at_source: Collection[str],
+    policy: SchemaPolicy,
+    *,
+    target_own: Collection[str],
+    changes: list[SchemaChange],
+    problems: list[str],
+) -> list[str]:
+    """Target columns the source lacks (not the target's own): return those to set NULL."""
+    nulled: list[str] = []
+    for have in target:
+        if have.name in at_source or have.generated or have.name in target_own:
+            continue
+        if policy is SchemaPolicy.IGNORE:
+            changes.append(SchemaChange(have.name, ChangeKind.NOT_COPIED, target_type=have.type))
+        elif policy is SchemaPolicy.FAIL:
+            problems.append(f"column {have.name} is gone from the source")
+        elif have.not_null:
+            problems.append(
+                f"column {have.name} is gone from the source but NOT NULL in the target "
+                "(without a default), so new and changed rows cannot set it NULL; drop the "
+                "column or its NOT NULL in the target"
+            )
+        else:
+            changes.append(
+                SchemaChange(have.name, ChangeKind.GONE_FROM_SOURCE, target_type=have.type)
+            )
+            nulled.append(have.name)
+    return nulled
+
+
 def _type_problem(col: Column, have: Column, policy: SchemaPolicy) -> str:
     found = f"{col.name} is {col.type} at the source, {have.type} here"
-    if policy is SchemaPolicy.EVOLVE and _TIMESTAMP.match(have.type) and _TIMESTAMPTZ.match(
-        col.type
+    if (
+        policy is SchemaPolicy.EVOLVE
+        and _TIMESTAMP.match(have.type)
+        and _TIMESTAMPTZ.match(col.type)
     ):
         return (
             f"{found} (timestamp becomes timestamptz by the TimeZone of the session that "
@@ -249,31 +281,43 @@ def widens(target_type: str, source_type: str) -> bool:
     """
     if target_type == source_type:
         return False
+    return any(rule(target_type, source_type) for rule in _WIDENINGS)
+
+
+def _integer_widens(target_type: str, source_type: str) -> bool:
     if target_type in _INTEGERS and source_type in _INTEGERS:
         return _INTEGERS.index(source_type) > _INTEGERS.index(target_type)
-    varchar = _VARCHAR.match(target_type)
-    if varchar:
-        if source_type == "text":
-            return True
-        wider = _VARCHAR.match(source_type)
-        if wider is None or varchar.group(1) is None:
-            return False
-        return wider.group(1) is None or int(wider.group(1)) > int(varchar.group(1))
-    numeric = _NUMERIC.match(target_type)
-    if numeric:
-        wider = _NUMERIC.match(source_type)
-        if wider is None or numeric.group(1) is None:
-            return False
-        if wider.group(1) is None:
-            return True  # unconstrained numeric holds every value
-        p, s = int(numeric.group(1)), int(numeric.group(2))
-        p2, s2 = int(wider.group(1)), int(wider.group(2))
-        return s2 >= s and p2 - s2 >= p - s
-    timed = _TIME_TYPE.match(target_type)
-    if timed:
-        wider = _TIME_TYPE.match(source_type)
-        if wider is None or wider.group(1, 3) != timed.group(1, 3):
-            return False
-        digits = int(timed.group(2) or _MAX_TIME_DIGITS)
-        return int(wider.group(2) or _MAX_TIME_DIGITS) > digits
     return False
+
+
+def _varchar_widens(target_type: str, source_type: str) -> bool:
+    varchar = _VARCHAR.match(target_type)
+    if varchar is None:
+        return False
+    if source_type == "text":
+        return True
+    wider = _VARCHAR.match(source_type)
+    if wider is None or varchar.group(1) is None:
+        return False
+    return wider.group(1) is None or int(wider.group(1)) > int(varchar.group(1))
+
+
+def _numeric_widens(target_type: str, source_type: str) -> bool:
+    numeric, wider = _NUMERIC.match(target_type), _NUMERIC.match(source_type)
+    if numeric is None or wider is None or numeric.group(1) is None:
+        return False
+    if wider.group(1) is None:
+        return True  # unconstrained numeric holds every value
+    p, s = int(numeric.group(1)), int(numeric.group(2))
+    p2, s2 = int(wider.group(1)), int(wider.group(2))
+    return s2 >= s and p2 - s2 >= p - s  # neither fractional nor integer digits shrink
+
+
+def _time_widens(target_type: str, source_type: str) -> bool:
+    timed, wider = _TIME_TYPE.match(target_type), _TIME_TYPE.match(source_type)
+    if timed is None or wider is None or wider.group(1, 3) != timed.group(1, 3):
+        return False
+    return int(wider.group(2) or _MAX_TIME_DIGITS) > int(timed.group(2) or _MAX_TIME_DIGITS)
+
+
+_WIDENINGS = (_integer_widens, _varchar_widens, _numeric_widens, _time_widens)
