@@ -17,6 +17,7 @@ from psycopg import sql
 
 from stagecopy_dagster import runner
 from stagecopy_dagster.assets import materialize_metadata
+from stagecopy_dagster.connection import Endpoint
 from stagecopy_dagster.errors import SchemaMismatchError, SpecError
 from stagecopy_dagster.masking import MASK_KEY_ENV, install_mask_key, padded_keys
 from stagecopy_dagster.statements.projection import hmac_sha256
@@ -29,7 +30,7 @@ from stagecopy_dagster_tests.copyhelpers import (
     staging_leftovers,
     table_spec,
 )
-from stagecopy_dagster_tests.pg import PgPair
+from stagecopy_dagster_tests.pg import PgPair, PgPairFactory
 
 KEY = "마스크-key 🔑"
 
@@ -254,3 +255,50 @@ def test_a_query_source_can_be_masked(any_pg: PgPair) -> None:
         (1, "A", expected("900101-1234567")),
         (3, "메모", expected("000229-3456789")),
     ]
+
+
+# --- across versions -----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("mask_key")
+def test_masked_and_evolving_from_postgresql_15_to_18(
+    pg_factories: dict[str, PgPairFactory],
+) -> None:
+    if not {"pg15", "pg18"} <= set(pg_factories):
+        pytest.skip("needs PostgreSQL 15 and 18")
+    old, new = pg_factories["pg15"]("mask_15"), pg_factories["pg18"]("mask_18")
+    try:
+        old.source(*PEOPLE)
+        ends = Endpoint(old.source_url), Endpoint(new.target_url)
+        entry = table_spec({**MASKED, "exclude_columns": ["memo"]})
+        done = runner.replicate(entry, *ends)
+        assert done.report is not None and done.report.passed
+        assert new.target_rows("SELECT id, 주민번호 FROM people ORDER BY id") == [
+            (1, expected("900101-1234567")),
+            (2, expected("851231-2345678")),
+            (3, expected("000229-3456789")),
+        ]
+        old.source(
+            "ALTER TABLE people ALTER COLUMN n TYPE bigint, DROP COLUMN born",
+            "UPDATE people SET n = 10000000000 WHERE id = 1",
+        )
+        masked_gone = {
+            "source": "public.people",
+            "mask": {"주민번호": "hash", "전화번호": None},
+            "exclude_columns": ["memo"],
+        }
+        done = runner.replicate(table_spec(masked_gone), *ends)
+        assert done.report is not None and done.report.passed, done.report
+        assert [c.as_dict() for c in done.result.schema_changes] == [
+            {"column": "n", "change": "widened", "from": "integer", "to": "bigint"},
+            {"column": "born", "change": "gone_from_source", "from": "text"},
+        ]
+        # Row 1 changed: its gone `born` is NULL; the others keep their (masked) value.
+        assert new.target_rows("SELECT id, n, born FROM people ORDER BY id") == [
+            (1, 10000000000, None),
+            (2, None, None),
+            (3, -7, expected("2000-02-29")),
+        ]
+    finally:
+        old.drop()
+        new.drop()
