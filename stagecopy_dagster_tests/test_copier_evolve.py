@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from stagecopy_dagster.assets import SCHEMA_CHANGES, materialize_metadata
-from stagecopy_dagster.errors import SchemaMismatchError
+from stagecopy_dagster.errors import CopyError, SchemaMismatchError
 from stagecopy_dagster_tests.copyhelpers import (
     assert_same_rows,
     checksum,
@@ -189,3 +189,19 @@ def test_ignore_copies_the_common_columns_and_changes_nothing(pg: PgPair) -> Non
     assert column_types(pg, "target", "t") == columns_before
     assert pg.target_rows("SELECT count(old) FROM t") == [(100,)]  # left as it was
     assert_same_rows(pg, "t", columns="id, name, amount, n, at, note")
+
+
+def test_a_widening_blocked_by_a_target_view_fails_and_changes_nothing(any_pg: PgPair) -> None:
+    any_pg.source(*NARROW)
+    run_copy(any_pg, {"source": "public.t"})
+    any_pg.target("CREATE VIEW names AS SELECT id, name FROM t")
+    any_pg.source("ALTER TABLE t ALTER COLUMN name TYPE text, ADD COLUMN extra int")
+    before = checksum(any_pg, "target", "t")
+    columns_before = column_types(any_pg, "target", "t")
+    with pytest.raises(CopyError) as caught:
+        run_copy(any_pg, {"source": "public.t"})
+    assert str(caught.value).startswith(
+        "public.t: prepare failed: cannot alter type of a column used by a view or rule"
+    )
+    assert checksum(any_pg, "target", "t") == before
+    assert column_types(any_pg, "target", "t") == columns_before  # `extra` rolled back too
