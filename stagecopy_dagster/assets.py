@@ -35,6 +35,7 @@ SECONDS = "stagecopy/seconds"
 ROWS_PER_SECOND = "stagecopy/rows_per_second"
 SCOPE = "stagecopy/scope"
 MODE = "stagecopy/mode"
+SCHEMA_CHANGES = "stagecopy/schema_changes"
 
 #: An extra progress sink (the CLI's progress bar) for copies run in this process.
 progress_sink: ContextVar[ProgressCallback | None] = ContextVar("progress_sink", default=None)
@@ -80,6 +81,7 @@ def materialize_metadata(
         "stagecopy/steps": dg.MetadataValue.json({k: round(v, 4) for k, v in result.steps.items()}),
         "stagecopy/created_table": result.created_table,
         "stagecopy/added_columns": ", ".join(result.added_columns),
+        SCHEMA_CHANGES: dg.MetadataValue.json([c.as_dict() for c in result.schema_changes]),
     }
 
 
@@ -155,6 +157,8 @@ def _copy_table(
         on_retry=on_retry,
     )
     r = done.result
+    for change in r.schema_changes:
+        context.log.info(f"{table.label}: schema change: {change.describe()}")
     context.log.info(
         f"{table.label}: {r.rows_copied:,} rows, {r.bytes / 1e6:,.1f} MB "
         f"({r.copy_format}, {r.path}) in {r.seconds:.2f} s: inserted {r.inserted}, "

@@ -26,6 +26,7 @@ from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.spec import Mode, TableSpec
 from stagecopy_dagster.sqlguard import CheckedSql
 from stagecopy_dagster.statements import Column
+from stagecopy_dagster.statements.projection import Projection
 
 #: How many sample keys a report keeps per kind of difference.
 SAMPLE_SIZE = 5
@@ -96,7 +97,7 @@ class _Side:
     """One side of the comparison: a connection and the relation read on it."""
 
     conn: psycopg.Connection
-    relation: QualifiedName | CheckedSql
+    relation: QualifiedName | CheckedSql | Projection
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,7 @@ def compare(
     table: TableSpec,
     *,
     source: psycopg.Connection,
-    source_relation: QualifiedName | CheckedSql,
+    source_relation: QualifiedName | CheckedSql | Projection,
     target: psycopg.Connection,
     columns: Sequence[str],
     key: Sequence[str],

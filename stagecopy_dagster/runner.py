@@ -187,7 +187,8 @@ def _compared_columns(
 def _compare_after_copy(
     table: TableSpec, snap: SourceSnapshot, tgt: psycopg.Connection, result: CopyResult
 ) -> IntegrityReport:
-    relation = table.source if table.source is not None else table.query
+    # What the copy read: a masked read compares the masked values, computed on the source.
+    relation = result.source_relation or table.source or table.query
     assert relation is not None
     with _read_only(table, tgt):
         return compare(

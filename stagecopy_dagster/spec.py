@@ -76,6 +76,27 @@ _TAG_KEY_RE = re.compile(r"^([A-Za-z0-9_.-]{1,63}/)?[A-Za-z0-9_.-]{1,63}$")
 _TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
 
 
+class SchemaPolicy(StrEnum):
+    """What a run does when the source's columns differ from the target's."""
+
+    EVOLVE = "evolve"
+    """Add new source columns, widen types losslessly, keep (and NULL) columns gone from the
+    source; any other difference is an error."""
+    FAIL = "fail"
+    """Any difference stops the run before a write."""
+    IGNORE = "ignore"
+    """Copy the columns both sides have; change nothing."""
+
+
+class MaskKind(StrEnum):
+    """How a masked column is copied (computed in the source SELECT)."""
+
+    HASH = "hash"
+    """Lowercase hex HMAC-SHA256 of the value's text, keyed with `$STAGECOPY_MASK_KEY`."""
+    NULL = "null"
+    """NULL in every row."""
+
+
 class Mode(StrEnum):
     """How the rows in scope are applied to the target table."""
 
@@ -108,6 +129,24 @@ def _as_columns(value: Any) -> Any:
 
 def _as_column(value: Any) -> Any:
     return parse_column_name(value) if isinstance(value, str) else value
+
+
+def _as_mask(value: Any) -> Any:
+    """`{column: hash | null}` as sorted (column, kind) pairs: a frozen spec stays hashable."""
+    if value is None or isinstance(value, tuple):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError("`mask` must map column names to hash or null")
+    pairs: dict[str, MaskKind] = {}
+    for name, given in value.items():
+        column = parse_column_name(str(name))
+        kind = MaskKind.NULL.value if given is None else given  # YAML reads `null` as None
+        if kind not in {k.value for k in MaskKind}:
+            raise ValueError(f"mask of {column!r}: {kind!r} is not one of hash, null")
+        if column in pairs:
+            raise ValueError(f"mask lists column {column!r} twice")
+        pairs[column] = MaskKind(kind)
+    return tuple(sorted(pairs.items()))
 
 
 def _as_where(value: Any) -> Any:
@@ -244,6 +283,21 @@ class TableSpec(BaseModel):
     blocking: bool = Field(
         default=False, description="Whether a failed integrity check fails the run."
     )
+    on_schema_change: SchemaPolicy = Field(
+        default=SchemaPolicy.EVOLVE,
+        description="evolve (add columns, widen types, keep gone columns) | fail | ignore",
+    )
+    columns: Annotated[tuple[str, ...] | None, BeforeValidator(_as_columns)] = Field(
+        default=None, description="Copy only these source columns (the key included)."
+    )
+    exclude_columns: Annotated[tuple[str, ...] | None, BeforeValidator(_as_columns)] = Field(
+        default=None, description="Copy every source column but these."
+    )
+    mask: Annotated[tuple[tuple[str, MaskKind], ...] | None, BeforeValidator(_as_mask)] = Field(
+        default=None,
+        description="Columns masked in the source SELECT: `hash` (HMAC-SHA256 hex, keyed by "
+        "$STAGECOPY_MASK_KEY) or `null`.",
+    )
 
     @field_validator("lookback")
     @classmethod
@@ -304,7 +358,13 @@ class TableSpec(BaseModel):
             )
         if self.incremental_field and self.mode is Mode.REPLACE:
             raise ValueError("mode replace copies the whole scope; drop `incremental_field`")
+        check_column_selection(self)
         return self
+
+    @property
+    def masks(self) -> dict[str, MaskKind]:
+        """`mask` as a mapping of column name to kind."""
+        return dict(self.mask or ())
 
     @property
     def target_table(self) -> QualifiedName:
@@ -332,6 +392,43 @@ class TableSpec(BaseModel):
     def source_label(self) -> str:
         """The source as messages name it."""
         return str(self.source) if self.source is not None else "query"
+
+
+def check_column_selection(table: TableSpec) -> None:
+    """`columns`, `exclude_columns` and `mask` agree with each other and the key (no database).
+
+    What needs the source (do the columns exist, is the source's own key masked) is checked
+    when a run describes the source.
+    """
+    if table.columns is not None and table.exclude_columns is not None:
+        raise ValueError("give `columns` (copy only these) or `exclude_columns`, not both")
+    for what, names in (("columns", table.columns), ("exclude_columns", table.exclude_columns)):
+        if names is not None and len(set(names)) != len(names):
+            raise ValueError(f"{what} lists a column twice")
+    if table.columns is not None and not table.columns:
+        raise ValueError("`columns` is empty: list the columns to copy")
+    excluded = table.exclude_columns or ()
+    for col in table.primary_key or ():
+        _check_kept(table, col, "primary_key column")
+        if col in table.masks:
+            raise ValueError(f"primary_key column {col!r} cannot be masked (rows match by it)")
+    if table.incremental_field is not None:
+        _check_kept(table, table.incremental_field, "incremental_field")
+        if table.incremental_field in table.masks:
+            raise ValueError(f"incremental_field {table.incremental_field!r} cannot be masked")
+    for col in table.masks:
+        if col in excluded:
+            raise ValueError(f"column {col!r} is both masked and excluded")
+        if table.columns is not None and col not in table.columns:
+            raise ValueError(f"masked column {col!r} is not in `columns`")
+
+
+def _check_kept(table: TableSpec, column: str, what: str) -> None:
+    """A column the copy needs (key, watermark) must be selected."""
+    if table.columns is not None and column not in table.columns:
+        raise ValueError(f"`columns` must include the {what} {column!r}")
+    if column in (table.exclude_columns or ()):
+        raise ValueError(f"{what} {column!r} cannot be excluded")
 
 
 class ReplicationSpec(BaseModel):

@@ -265,6 +265,37 @@ CASES = [
         SchemaMismatchError,
         ("public.typed: ", "amount is numeric(10,2) at the source, text here"),
     ),
+    # --- on_schema_change, columns and masks (issue #13) ------------------------------------------
+    Case(
+        "type difference with on_schema_change ignore",
+        {"source": "public.typed", "on_schema_change": "ignore"},
+        SchemaMismatchError,
+        ("public.typed: ", "amount is numeric(10,2) at the source, text here"),
+    ),
+    Case(
+        "a column the source lacks in columns",
+        {"source": "public.items", "columns": ["id", "nope"]},
+        SpecError,
+        ("public.items: ", "columns names 'nope', not a column of the source"),
+    ),
+    Case(
+        "the source's key left out by columns",
+        {"source": "public.items", "columns": ["v", "n"]},
+        SpecError,
+        ("public.items: ", "key column 'id' must be copied (it is left out by columns)"),
+    ),
+    Case(
+        "the source's key masked",
+        {"source": "public.items", "mask": {"id": "null"}},
+        SpecError,
+        ("public.items: ", "key column 'id' cannot be masked"),
+    ),
+    Case(
+        "mask null into a NOT NULL target column",
+        {"source": "public.items", "mask": {"v": "null"}},
+        SchemaMismatchError,
+        ("public.items: ", "column v is masked with null but NOT NULL in the target"),
+    ),
     # --- query sources that are not a plain SELECT ------------------------------------------------
     Case(
         "query that is a DELETE",
@@ -332,6 +363,22 @@ def test_bad_entry(shared: PgPair, case: Case) -> None:
     assert shared.source_rows("SELECT count(*) FROM x") == [(0,)]
     # nextval() was never called: the sequence was not advanced.
     assert shared.source_rows("SELECT is_called FROM s") == [(False,)]
+
+
+@pytest.mark.integration
+def test_mask_hash_without_the_key_variable(
+    shared: PgPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STAGECOPY_MASK_KEY", raising=False)
+    before = target_state(shared)
+    entry = {"source": "public.items", "target": "public.items_masked", "mask": {"v": "hash"}}
+    with pytest.raises(SpecError) as caught:
+        runner.replicate(table_spec(entry), *resources(shared))
+    assert str(caught.value) == (
+        "public.items_masked: `mask: hash` needs the key in the environment variable "
+        "STAGECOPY_MASK_KEY (it is not set, or empty); nothing was written"
+    )
+    assert target_state(shared) == before
 
 
 # --- bugs found: each is a failing test until the product is fixed -------------------------------
@@ -411,6 +458,10 @@ def test_duplicate_keys_into_an_existing_keyed_table(pg: PgPair, setup: str) -> 
         ({"tables": []}, "`tables` must be a non-empty list"),
         ({"tables": [{}]}, "give exactly one of `source` (a table) or `query` (a SELECT)"),
         (
+            {"tables": [{"source": "public.items", "columns": ["id"], "exclude_columns": ["v"]}]},
+            "give `columns` (copy only these) or `exclude_columns`, not both",
+        ),
+        (
             {"tables": [{"source": "public.items"}, {"source": "other.items", "target": "items"}]},
             "tables[1] and tables[0] both write public.items",
         ),
@@ -419,7 +470,14 @@ def test_duplicate_keys_into_an_existing_keyed_table(pg: PgPair, setup: str) -> 
             "tables[1] and tables[0] would both be asset 't'",
         ),
     ],
-    ids=["empty", "no tables", "empty entry", "same target twice", "same asset twice"],
+    ids=[
+        "empty",
+        "no tables",
+        "empty entry",
+        "columns and exclude_columns",
+        "same target twice",
+        "same asset twice",
+    ],
 )
 def test_bad_spec(spec: dict[str, Any], says: str) -> None:
     """Refused when definitions load: no run starts, nothing connects to either database."""

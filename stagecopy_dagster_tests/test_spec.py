@@ -9,7 +9,14 @@ import pytest
 
 from stagecopy_dagster.errors import SpecError
 from stagecopy_dagster.identifiers import QualifiedName
-from stagecopy_dagster.spec import Mode, ReplicationSpec, load_spec, parse_spec
+from stagecopy_dagster.spec import (
+    MaskKind,
+    Mode,
+    ReplicationSpec,
+    SchemaPolicy,
+    load_spec,
+    parse_spec,
+)
 
 
 def spec_error(data: Any) -> str:
@@ -346,3 +353,80 @@ def test_crons_dagster_refuses_are_refused(cron: str) -> None:
 @pytest.mark.parametrize("cron", ["@daily", "0 9 * * MON-FRI", "*/90 * * * *"])
 def test_crons_dagster_accepts_are_kept(cron: str) -> None:
     assert load_spec({"tables": [{"source": "a.b", "schedule": cron}]}).tables[0].schedule == cron
+
+
+# --- on_schema_change, columns, exclude_columns, mask (issue #13) ---------------------------------
+
+
+def test_schema_policy_and_masks_parse_with_defaults() -> None:
+    spec = load_spec(
+        {
+            "defaults": {"on_schema_change": "fail"},
+            "tables": [
+                {"source": "a.b", "mask": {"주민번호": "hash", '"Tel"': None}},
+                {"source": "a.c", "on_schema_change": "ignore", "exclude_columns": ["Memo"]},
+                {"source": "a.d", "columns": ["id", "v"], "primary_key": "id"},
+            ],
+        }
+    )
+    first, second, third = spec.tables
+    assert [t.on_schema_change for t in spec.tables] == [
+        SchemaPolicy.FAIL,
+        SchemaPolicy.IGNORE,
+        SchemaPolicy.FAIL,
+    ]
+    assert first.masks == {"주민번호": MaskKind.HASH, "Tel": MaskKind.NULL}
+    assert second.exclude_columns == ("memo",)
+    assert third.columns == ("id", "v")
+    assert load_spec({"tables": [{"source": "a.b"}]}).tables[0].on_schema_change == "evolve"
+    hash(first)  # a frozen spec stays hashable with a mask
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        (
+            {"on_schema_change": "drop"},
+            "(a.b).on_schema_change: 'drop' is not one of evolve, fail, ignore",
+        ),
+        ({"mask": {"v": "sha1"}}, "(a.b).mask: mask of 'v': 'sha1' is not one of hash, null"),
+        ({"mask": ["v"]}, "(a.b).mask: `mask` must map column names to hash or null"),
+        ({"mask": {"v": "hash", "V": "null"}}, "(a.b).mask: mask lists column 'v' twice"),
+        (
+            {"columns": ["id"], "exclude_columns": ["v"]},
+            "(a.b): give `columns` (copy only these) or `exclude_columns`, not both",
+        ),
+        ({"columns": []}, "(a.b): `columns` is empty: list the columns to copy"),
+        ({"columns": ["id", "ID"]}, "(a.b): columns lists a column twice"),
+        (
+            {"primary_key": "id", "columns": ["v"]},
+            "(a.b): `columns` must include the primary_key column 'id'",
+        ),
+        (
+            {"primary_key": "id", "exclude_columns": ["id"]},
+            "(a.b): primary_key column 'id' cannot be excluded",
+        ),
+        (
+            {"primary_key": "id", "mask": {"id": "hash"}},
+            "(a.b): primary_key column 'id' cannot be masked (rows match by it)",
+        ),
+        (
+            {"incremental_field": "at", "mask": {"at": "null"}},
+            "(a.b): incremental_field 'at' cannot be masked",
+        ),
+        (
+            {"incremental_field": "at", "columns": ["id"]},
+            "(a.b): `columns` must include the incremental_field 'at'",
+        ),
+        (
+            {"exclude_columns": ["v"], "mask": {"v": "hash"}},
+            "(a.b): column 'v' is both masked and excluded",
+        ),
+        (
+            {"columns": ["id"], "mask": {"v": "hash"}},
+            "(a.b): masked column 'v' is not in `columns`",
+        ),
+    ],
+)
+def test_column_selection_and_mask_errors(entry: dict[str, Any], says: str) -> None:
+    assert spec_error({"tables": [{"source": "a.b", **entry}]}) == f"spec: tables[0] {says}"

@@ -20,6 +20,7 @@ PUBLIC_NAMES = {
     *("reset_local", "row_digests", "row_image_hash", "scope_filter", "select_key_hashes"),
     *("select_rows", "set_local", "set_session", "set_snapshot", "source_relation", "truncate"),
     *("type_sql", "watermark_signature"),
+    *("FILLED_COLUMNS", "alter_column_type"),  # issue #13: on_schema_change
 }
 
 

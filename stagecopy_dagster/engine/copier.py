@@ -180,4 +180,6 @@ class TableCopier:
             server_version=outcome.job.target.version,
             steps=dict(self.context.target.steps),
             rows_compared=counts.rows_compared,
+            schema_changes=outcome.job.target.schema_changes,
+            source_relation=outcome.job.source.relation,
         )

@@ -1,14 +1,16 @@
 """Source and target facts: what the source holds, and the target table made ready for it.
 
 :func:`describe_source` reads the source inside the copy's snapshot and checks the spec against
-it (key, watermark, scope); nothing is written. :func:`prepare_target` creates the target table
-(key and index deferred until the rows are in) or reconciles it: columns new at the source are
-added, a changed type is an error, never a silent cast.
+it (key, watermark, scope, column selection and masks); nothing is written.
+:func:`prepare_target` creates the target table (key and index deferred until the rows are in)
+or reconciles it as :func:`~stagecopy_dagster.engine.schema.plan_schema` decides under the
+table's `on_schema_change`: refused before any change, or changed with ADD COLUMN and ALTER.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 
 import psycopg
@@ -17,18 +19,29 @@ from psycopg import sql
 from stagecopy_dagster import catalog
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine.context import CopyContext
-from stagecopy_dagster.engine.types import Column, SourceFacts, TargetFacts
+from stagecopy_dagster.engine.schema import SchemaPlan, plan_schema
+from stagecopy_dagster.engine.selection import select_columns
+from stagecopy_dagster.engine.types import SourceFacts, TargetFacts
 from stagecopy_dagster.errors import SchemaMismatchError, SourceError, SpecError, describe_db_error
 from stagecopy_dagster.identifiers import QualifiedName, clip_identifier
+from stagecopy_dagster.masking import install_mask_key, mask_key
+from stagecopy_dagster.spec import MaskKind
 from stagecopy_dagster.sqlguard import CheckedSql
+
+log = logging.getLogger(__name__)
 
 
 def describe_source(ctx: CopyContext) -> SourceFacts:
-    """Describe the source (a table or a query) and check the spec against it."""
+    """Describe the source (a table or a query) and check the spec against it.
+
+    The columns are those the copy delivers: `columns`/`exclude_columns` applied, masked ones
+    typed as they arrive. With a `hash` mask, the key is set on the source session here, so a
+    missing key stops the run before anything is written.
+    """
     conn = ctx.source.conn
     spec = ctx.table
     with ctx.target.step("describe"):
-        relation: QualifiedName | CheckedSql
+        base: QualifiedName | CheckedSql
         if spec.source is not None:
             oid = catalog.relation_oid(conn, spec.source)
             if oid is None:
@@ -38,22 +51,26 @@ def describe_source(ctx: CopyContext) -> SourceFacts:
                 )
             columns = catalog.columns(conn, oid)
             default_key = catalog.primary_key(conn, oid)
-            relation = spec.source
+            base = spec.source
         else:
             assert spec.query is not None
             catalog.check_functions(conn, spec.query, what="query")
             columns = catalog.query_columns(conn, spec.query)
             default_key = ()
-            relation = spec.query
+            base = spec.query
         key = tuple(spec.primary_key or default_key)
         _check_names(ctx, [c.name for c in columns], key)
+        selection = select_columns(spec, base, columns, key)
+        if selection.hashes:
+            install_mask_key(conn, mask_key(table=ctx.label))
+        relation = selection.relation
         if spec.where is not None:
             catalog.check_functions(conn, spec.where, what="where")
-            names = [c.name for c in columns]
+            names = [c.name for c in selection.columns]
             explain(ctx, conn, st.select_rows(relation, names, st.scope_filter(spec.where)))
     return SourceFacts(
         relation,
-        tuple(columns),
+        selection.columns,
         key,
         key_is_source_pk=bool(default_key) and set(key) == set(default_key),
         version=ctx.source.version,
@@ -103,59 +120,44 @@ def prepare_target(ctx: CopyContext, source: SourceFacts) -> TargetFacts:
                 _check_scope_on_target(ctx, [c.name for c in source.columns])
             return created
         ctx.target.execute(st.lock_table(ctx.target_name))
-        added, columns = _reconcile(ctx, source, catalog.columns(ctx.target.conn, oid))
-        _check_scope_on_target(ctx, [c.name for c in columns])
+        plan = _reconcile(ctx, source, oid)
+        _check_scope_on_target(ctx, [c.name for c in plan.columns])
         return TargetFacts(
             version=ctx.target.version,
             created=False,
             schema_created=False,
             empty=bool(ctx.target.scalar(st.is_empty(ctx.target_name, None))),
-            added=added,
-            columns=columns,
+            added=tuple(c.name for c in plan.added),
+            columns=plan.columns,
+            nulled=plan.nulled,
+            schema_changes=plan.changes,
         )
 
 
-def _reconcile(
-    ctx: CopyContext, source: SourceFacts, existing_columns: Sequence[Column]
-) -> tuple[tuple[str, ...], tuple[Column, ...]]:
-    """Add the source's new columns; return (added, the columns to copy)."""
-    existing = {c.name: c for c in existing_columns}
-    added: list[str] = []
-    copy_columns: list[Column] = []
-    mismatched: list[str] = []
-    for col in source.columns:
-        have = existing.get(col.name)
-        if have is None:
-            ctx.target.execute(st.add_column(ctx.target_name, col))
-            added.append(col.name)
-            copy_columns.append(col)
-        elif have.generated:
-            continue  # the target computes it; never COPY into a generated column
-        elif have.type != col.type:
-            mismatched.append(f"{col.name} is {col.type} at the source, {have.type} here")
-        else:
-            copy_columns.append(
-                Column(
-                    col.name,
-                    col.type,
-                    not_null=have.not_null,
-                    identity_always=have.identity_always,
-                    binary_safe=col.binary_safe and have.binary_safe,
-                )
-            )
-    if mismatched:
-        raise SchemaMismatchError(
-            "column types differ between source and target (no silent casts): "
-            + "; ".join(mismatched),
-            table=ctx.label,
-        )
-    copied = {c.name for c in copy_columns}
-    for col in source.key:
-        if col not in copied:
-            raise SchemaMismatchError(
-                f"key column {col!r} is generated in the target", table=ctx.label
-            )
-    return tuple(added), tuple(copy_columns)
+def _reconcile(ctx: CopyContext, source: SourceFacts, oid: int) -> SchemaPlan:
+    """Plan the target's columns under `on_schema_change`; refuse, or apply the changes.
+
+    Every refusal is raised before the first change is applied, so a refused run leaves the
+    target exactly as it was.
+    """
+    conn = ctx.target.conn
+    plan = plan_schema(
+        source.columns,
+        catalog.columns(conn, oid),
+        key=source.key,
+        policy=ctx.table.on_schema_change,
+        target_own=[r[0] for r in conn.execute(st.FILLED_COLUMNS, (oid,)).fetchall()],
+        null_masked=[n for n, kind in ctx.table.masks.items() if kind is MaskKind.NULL],
+    )
+    if plan.problems:
+        raise SchemaMismatchError("; ".join(plan.problems), table=ctx.label)
+    for col in plan.added:
+        ctx.target.execute(st.add_column(ctx.target_name, col))
+    for col in plan.widened:
+        ctx.target.execute(st.alter_column_type(ctx.target_name, col))
+    for change in plan.changes:
+        log.info("%s: schema change: %s", ctx.label, change.describe())
+    return plan
 
 
 def _check_scope_on_target(ctx: CopyContext, names: Sequence[str]) -> None:

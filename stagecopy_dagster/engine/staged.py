@@ -89,6 +89,7 @@ def merge(
                     delete_scope=ctx.table.where,
                     delete_missing=plan.sync is SyncForm.IN_MERGE,
                     returning=True,
+                    nulled=target.nulled,
                 )
                 inserted, updated, deleted = ctx.target.write_returning(statement, 3)
                 return Merged(inserted, updated, deleted)
@@ -96,7 +97,9 @@ def merge(
             new_keys = st.count_new_keys(staging, ctx.target_name, key=key)
             inserted = 0 if ctx.dry_run else int(ctx.target.scalar(new_keys))
             affected = ctx.target.execute(
-                st.merge(ctx.target_name, staging, columns=target.columns, key=key)
+                st.merge(
+                    ctx.target_name, staging, columns=target.columns, key=key, nulled=target.nulled
+                )
             )
             return Merged(inserted, affected - inserted)
 

@@ -16,9 +16,11 @@ import psycopg
 from psycopg import sql
 
 if TYPE_CHECKING:
+    from stagecopy_dagster.engine.schema import SchemaChange
     from stagecopy_dagster.identifiers import QualifiedName
     from stagecopy_dagster.spec import Mode
     from stagecopy_dagster.sqlguard import CheckedSql
+    from stagecopy_dagster.statements.projection import Projection
 
 CopyFormat = Literal["binary", "text"]
 
@@ -141,7 +143,7 @@ class Counts:
 class SourceFacts:
     """The source as it will be read: relation, columns, key."""
 
-    relation: QualifiedName | CheckedSql
+    relation: QualifiedName | CheckedSql | Projection
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     key_is_source_pk: bool = False
@@ -168,6 +170,10 @@ class TargetFacts:
     """The columns to copy: the source's, minus those the target generates."""
     deferred: tuple[sql.Composed, ...] = ()
     """The key and watermark index of a created table, built once its rows are in."""
+    nulled: tuple[str, ...] = ()
+    """Target columns gone from the source: NULL in new and changed rows."""
+    schema_changes: tuple[SchemaChange, ...] = ()
+    """What `on_schema_change` did or left undone this run, column by column."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,10 @@ class CopyResult:
     """Seconds per step, in order."""
     rows_compared: int = 0
     """Source rows whose key and row hash the `diff` path compared with the target."""
+    schema_changes: tuple[SchemaChange, ...] = ()
+    """What `on_schema_change` did or left undone this run, column by column."""
+    source_relation: QualifiedName | CheckedSql | Projection | None = None
+    """What the copy read at the source (a masked read when a column is masked)."""
 
     @property
     def seconds(self) -> float:

@@ -26,6 +26,7 @@ from stagecopy_dagster.statements.apply import (
 from stagecopy_dagster.statements.catalog import (
     COLUMNS,
     ESTIMATED_ROWS,
+    FILLED_COLUMNS,
     FORMAT_TYPE,
     LEFTOVER_STAGING,
     PRIMARY_KEY,
@@ -39,6 +40,7 @@ from stagecopy_dagster.statements.compose import column_list, ident, type_sql
 from stagecopy_dagster.statements.ddl import (
     add_column,
     add_primary_key,
+    alter_column_type,
     analyze,
     create_index,
     create_schema,
@@ -108,6 +110,7 @@ __all__ = [
     # catalog
     "COLUMNS",
     "ESTIMATED_ROWS",
+    "FILLED_COLUMNS",
     "FORMAT_TYPE",
     "LEFTOVER_STAGING",
     "PRIMARY_KEY",
@@ -132,6 +135,7 @@ __all__ = [
     # ddl
     "add_column",
     "add_primary_key",
+    "alter_column_type",
     "analyze",
     "create_index",
     "create_schema",

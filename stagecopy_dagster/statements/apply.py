@@ -36,6 +36,7 @@ def merge(
     delete_scope: CheckedSql | None = None,
     delete_missing: bool = False,
     returning: bool = False,
+    nulled: Sequence[str] = (),
 ) -> sql.Composed:
     """MERGE the staged rows into the target by `key`.
 
@@ -43,13 +44,15 @@ def merge(
     types without an equality operator and tells 1.0 from 1.00), so unchanged rows are never
     rewritten. With `delete_missing` (PostgreSQL 17+), target rows in `delete_scope` whose key is
     not staged are deleted in the same statement. With `returning` (PostgreSQL 17+), the
-    statement returns one `merge_action()` per affected row, for exact counts.
+    statement returns one `merge_action()` per affected row, for exact counts. Columns in
+    `nulled` (target columns gone from the source) are set NULL in inserted and updated rows
+    but do not make a row differ.
     """
     updatable = [c.name for c in columns if c.name not in key and not c.identity_always]
     clauses: list[sql.Composable] = []
     if updatable:
-        clauses.append(_update_if_changed(updatable))
-    clauses.append(_insert_if_new(columns))
+        clauses.append(_update_if_changed(updatable, nulled))
+    clauses.append(_insert_if_new(columns, nulled))
     if delete_missing:
         clauses.append(_delete_if_not_staged(delete_scope))
     stmt = sql.SQL("MERGE INTO {} AS t USING {} AS s ON {} {}").format(
@@ -58,22 +61,24 @@ def merge(
     return _count_actions(stmt) if returning else stmt
 
 
-def _update_if_changed(updatable: Sequence[str]) -> sql.Composed:
+def _update_if_changed(updatable: Sequence[str], nulled: Sequence[str] = ()) -> sql.Composed:
     """`WHEN MATCHED AND <binary image differs> THEN UPDATE SET` the updatable columns."""
+    sets = [sql.SQL("{} = {}").format(sql.Identifier(n), sql.Identifier("s", n)) for n in updatable]
+    sets += [sql.SQL("{} = NULL").format(sql.Identifier(n)) for n in nulled]
     return sql.SQL("WHEN MATCHED AND record_image_ne(ROW({}), ROW({})) THEN UPDATE SET {}").format(
         column_list(updatable, alias="t"),
         column_list(updatable, alias="s"),
-        sql.SQL(", ").join(
-            sql.SQL("{} = {}").format(sql.Identifier(n), sql.Identifier("s", n)) for n in updatable
-        ),
+        sql.SQL(", ").join(sets),
     )
 
 
-def _insert_if_new(columns: Sequence[Column]) -> sql.Composed:
-    """`WHEN NOT MATCHED THEN INSERT` every column."""
+def _insert_if_new(columns: Sequence[Column], nulled: Sequence[str] = ()) -> sql.Composed:
+    """`WHEN NOT MATCHED THEN INSERT` every column (and NULL into the `nulled` ones)."""
     names = [c.name for c in columns]
+    values: list[sql.Composable] = [sql.Identifier("s", n) for n in names]
+    values += [sql.SQL("NULL") for _ in nulled]
     return sql.SQL("WHEN NOT MATCHED THEN INSERT ({}){} VALUES ({})").format(
-        column_list(names), _overriding(columns), column_list(names, alias="s")
+        column_list([*names, *nulled]), _overriding(columns), sql.SQL(", ").join(values)
     )
 
 

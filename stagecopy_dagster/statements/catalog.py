@@ -22,6 +22,12 @@ COLUMNS = sql.SQL(
     "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
 )
 
+#: Columns the table fills itself on INSERT (a DEFAULT or identity): the target's own columns.
+FILLED_COLUMNS = sql.SQL(
+    "SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 "
+    "AND NOT a.attisdropped AND (a.atthasdef OR a.attidentity <> '') ORDER BY a.attnum"
+)
+
 PRIMARY_KEY = sql.SQL(
     "SELECT a.attname FROM pg_catalog.pg_index i "
     "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "

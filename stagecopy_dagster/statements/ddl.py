@@ -50,6 +50,13 @@ def add_column(table: QualifiedName, column: Column) -> sql.Composed:
     )
 
 
+def alter_column_type(table: QualifiedName, column: Column) -> sql.Composed:
+    """`ALTER TABLE ... ALTER COLUMN ... TYPE`: a lossless widening to the source's type."""
+    return sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(
+        table.identifier, sql.Identifier(column.name), type_sql(column.type)
+    )
+
+
 def create_staging(
     staging: QualifiedName, target: QualifiedName, columns: Sequence[str]
 ) -> sql.Composed:

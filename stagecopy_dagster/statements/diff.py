@@ -16,6 +16,7 @@ from stagecopy_dagster.engine.types import Column
 from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.sqlguard import CheckedSql
 from stagecopy_dagster.statements.compose import column_list, join_on, type_sql
+from stagecopy_dagster.statements.projection import Projection
 from stagecopy_dagster.statements.scope import (
     qualified_scope,
     scope_filter,
@@ -69,7 +70,7 @@ def row_image_hash(columns: Sequence[Column], alias: str | None = None) -> sql.C
 
 
 def select_key_hashes(
-    source: QualifiedName | CheckedSql,
+    source: QualifiedName | CheckedSql | Projection,
     key: Sequence[str],
     columns: Sequence[Column],
     where: CheckedSql | None,

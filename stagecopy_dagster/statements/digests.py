@@ -14,6 +14,7 @@ from psycopg import sql
 from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.sqlguard import CheckedSql
 from stagecopy_dagster.statements.compose import column_list
+from stagecopy_dagster.statements.projection import Projection
 from stagecopy_dagster.statements.scope import scope_filter, source_relation
 
 #: Rows are spread over this many buckets; only buckets whose digests differ are read row by row.
@@ -66,7 +67,7 @@ def _bucket_of(key: Sequence[str], hashable: Collection[str]) -> sql.Composable:
 
 
 def bucket_digests(
-    relation: QualifiedName | CheckedSql,
+    relation: QualifiedName | CheckedSql | Projection,
     columns: Sequence[str],
     *,
     key: Sequence[str],
@@ -93,7 +94,7 @@ def bucket_digests(
 
 
 def row_digests(
-    relation: QualifiedName | CheckedSql,
+    relation: QualifiedName | CheckedSql | Projection,
     columns: Sequence[str],
     *,
     key: Sequence[str],

@@ -16,10 +16,13 @@ from psycopg import sql
 from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.sqlguard import CheckedSql
 from stagecopy_dagster.statements.compose import all_of, column_list
+from stagecopy_dagster.statements.projection import Projection, projection_relation
 
 
-def source_relation(source: QualifiedName | CheckedSql) -> sql.Composable:
-    """The FROM item for a source table or a checked query."""
+def source_relation(source: QualifiedName | CheckedSql | Projection) -> sql.Composable:
+    """The FROM item for a source table, a checked query, or a masked read of either."""
+    if isinstance(source, Projection):
+        return projection_relation(source, source_relation(source.base))
     if isinstance(source, QualifiedName):
         return source.identifier
     return sql.SQL("{} AS q").format(source.composable())
@@ -69,7 +72,7 @@ def qualified_scope(where: CheckedSql, alias: str) -> sql.SQL:
 
 
 def select_rows(
-    source: QualifiedName | CheckedSql,
+    source: QualifiedName | CheckedSql | Projection,
     columns: Sequence[str],
     where: sql.Composable,
 ) -> sql.Composed:
