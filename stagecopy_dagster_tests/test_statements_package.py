@@ -20,6 +20,8 @@ PUBLIC_NAMES = {
     *("reset_local", "row_digests", "row_image_hash", "scope_filter", "select_key_hashes"),
     *("select_rows", "set_local", "set_session", "set_snapshot", "source_relation", "truncate"),
     *("type_sql", "watermark_signature"),
+    # Added since: the copy's expected size (issue #14).
+    *("count_select", "explain_estimate"),
 }
 
 

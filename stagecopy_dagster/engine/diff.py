@@ -24,6 +24,7 @@ from stagecopy_dagster.engine.staged import Merged, create_staging, merge
 from stagecopy_dagster.engine.types import (
     Column,
     Counts,
+    Estimate,
     SourceFacts,
     Streamed,
     SyncForm,
@@ -115,6 +116,7 @@ def find_changed_keys(
         st.copy_in(keys_table.identifier, [*key, hash_column], "binary"),
         "binary",
         step="copy_keys",
+        expected=_every_key(ctx),
     )
     if plan.check_duplicates:
         steps.check_duplicates(ctx, keys_table, key)
@@ -152,6 +154,13 @@ def find_changed_keys(
     )
 
 
+def _every_key(ctx: CopyContext) -> Estimate | None:
+    """What the key stream should move: a key per row in scope (its bytes are not estimated)."""
+    if ctx.expected is None:
+        return None
+    return Estimate(ctx.expected.rows, None, exact=ctx.expected.exact)
+
+
 def _gone_keys(ctx: CopyContext, keys_table: QualifiedName, key: Sequence[str]) -> QualifiedName:
     """PostgreSQL 15: a parallel anti-join finds the target keys in scope the source lacks."""
     gone_table = ctx.new_staging_name()
@@ -178,7 +187,7 @@ def _stage_changed_rows(
     fmt = plan.copy_format
     copy_in = st.copy_in(staging.identifier, names, fmt)
     if diff.changed * 2 > diff.compared:
-        return ctx.stream(ctx.select(source, names), copy_in, fmt)
+        return ctx.stream(ctx.select(source, names), copy_in, fmt, expected=ctx.expected)
     by_name = {c.name: c for c in target.columns}
     key_columns = [by_name[k] for k in source.key]
     chunk = ctx.options.diff_chunk
@@ -188,7 +197,10 @@ def _stage_changed_rows(
             st.changed_key_arrays(diff.table, source.key, diff.gone_column, offset, chunk)
         )
         in_chunk = st.key_in(key_columns, [str(a) for a in arrays])
-        moved += ctx.stream(ctx.select(source, names, extra=in_chunk), copy_in, fmt)
+        expected = Estimate(min(chunk, diff.changed - offset), None, exact=True)
+        moved += ctx.stream(
+            ctx.select(source, names, extra=in_chunk), copy_in, fmt, expected=expected
+        )
     if ctx.dry_run:
         anything = sql.SQL("<key> = ANY(<changed keys>)")
         ctx.target.record(
