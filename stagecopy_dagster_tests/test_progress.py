@@ -164,3 +164,20 @@ def test_an_unwatched_copy_reads_no_estimate(pg: PgPair) -> None:
     _seed(pg)
     done = runner.replicate(table_spec({"source": "public.events"}), *endpoints(pg), verify=False)
     assert "estimate" not in done.result.steps
+
+
+def test_the_diff_reports_its_key_stream_then_the_changed_rows(pg: PgPair) -> None:
+    _seed(pg)
+    _watch(pg, {"source": "public.events"})
+    pg.source("UPDATE events SET note = 'changed' WHERE id % 100 = 0")
+    done, reports = _watch(pg, {"source": "public.events"})
+    assert (done.result.path, done.result.updated) == ("diff", ROWS // 100)
+    keys = [p for p in reports if p.step == "copy_keys"]
+    rows = [p for p in reports if p.step == "copy"]
+    assert keys and rows and reports.index(keys[-1]) < reports.index(rows[0])
+    # A key and a hash per row in scope: ~26 bytes each for a bigint key.
+    assert {p.expected for p in keys} == {Estimate(ROWS, ROWS * 26, exact=True)}
+    assert keys[-1].final and keys[-1].rows == ROWS
+    # Then exactly the changed rows, which the diff counted.
+    assert rows[-1].expected == Estimate(ROWS // 100, None, exact=True)
+    assert rows[-1].final and rows[-1].rows == ROWS // 100 and rows[-1].fraction == 1.0
