@@ -11,15 +11,18 @@ import dataclasses
 import io
 import threading
 
+import dagster as dg
 import pytest
 
 from stagecopy_dagster import runner
+from stagecopy_dagster.build import build_definitions
 from stagecopy_dagster.cli_progress import PlainProgress, RichProgress
 from stagecopy_dagster.copier import CopyOptions
 from stagecopy_dagster.engine.estimate import stream_bytes_per_row
 from stagecopy_dagster.engine.types import Estimate, Progress
 from stagecopy_dagster.progress import describe_progress, format_duration
 from stagecopy_dagster_tests.copyhelpers import endpoints, table_spec
+from stagecopy_dagster_tests.dghelpers import materialize
 from stagecopy_dagster_tests.pg import PgPair
 
 ROWS = 20_000
@@ -181,3 +184,31 @@ def test_the_diff_reports_its_key_stream_then_the_changed_rows(pg: PgPair) -> No
     # Then exactly the changed rows, which the diff counted.
     assert rows[-1].expected == Estimate(ROWS // 100, None, exact=True)
     assert rows[-1].final and rows[-1].rows == ROWS // 100 and rows[-1].fraction == 1.0
+
+
+def test_a_few_rows_that_are_costly_to_find_keep_the_planners_estimate(pg: PgPair) -> None:
+    # 10 rows out of a million generated: counting them first would read the million twice.
+    query = "SELECT g AS id FROM generate_series(1, 1000000) g WHERE g % 100000 = 0"
+    entry = {"query": query, "target": "public.sparse", "primary_key": "id"}
+    done, reports = _watch(pg, entry)
+    assert done.result.rows_copied == 10
+    expected = reports[-1].expected
+    assert expected is not None and not expected.exact
+    assert reports[-1].final and reports[-1].rows == 10
+
+
+def test_dagsters_run_log_gets_the_same_line(pg: PgPair) -> None:
+    _seed(pg)
+    defs = build_definitions(
+        {"tables": [{"source": "public.events"}]},
+        source_url=pg.source_url,
+        target_url=pg.target_url,
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize(defs, instance=instance)
+        assert result.success
+        messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    done = [m for m in messages if m.startswith("public.events: ") and "done in" in m]
+    assert len(done) == 1, messages
+    assert done[0].startswith(f"public.events: {ROWS:,} / {ROWS:,} rows, ")
+    assert ", 100.0%, " in done[0]

@@ -2,8 +2,10 @@
 
 The planner's estimate of the scoped SELECT (`EXPLAIN`: rows and average row width; it runs
 nothing) gives rows and bytes for any source (table or query, `where` and watermark window
-included). A scope the planner puts at or below :data:`EXACT_COUNT_LIMIT` rows is then counted
-in the copy's own snapshot: one scan of a small scope, and the count is exactly what streams.
+included). A scope the planner puts at or below :data:`EXACT_COUNT_LIMIT` rows, at a cost of at
+most :data:`EXACT_COUNT_MAX_COST`, is then counted in the copy's own snapshot: one cheap scan, and
+the count is exactly what streams. The cost bound keeps a few rows that are expensive to find (a
+selective `where` without an index on a big table, an aggregating `query`) from being read twice.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine.context import CopyContext
 from stagecopy_dagster.engine.types import CopyFormat, Estimate, SourceFacts
 
-#: Scopes the planner puts at or below this many rows are counted exactly.
+#: Scopes the planner puts at or below this many rows are counted exactly...
 EXACT_COUNT_LIMIT = 100_000
+#: ...when reading them costs at most this (planner units: about a 40 MB sequential scan).
+EXACT_COUNT_MAX_COST = 5_000.0
 
 
 def stream_bytes_per_row(width: int, columns: int, fmt: CopyFormat) -> int:
@@ -46,7 +50,7 @@ def estimate_scope(
         assert row is not None
         plan = cast(dict[str, Any], row[0][0]["Plan"])
         rows, width = int(plan["Plan Rows"]), int(plan["Plan Width"])
-        exact = rows <= EXACT_COUNT_LIMIT
+        exact = rows <= EXACT_COUNT_LIMIT and float(plan["Total Cost"]) <= EXACT_COUNT_MAX_COST
         if exact:
             counted = conn.execute(st.count_select(select)).fetchone()
             assert counted is not None
