@@ -5,6 +5,7 @@ against the very snapshot the copy read: a source that keeps changing during the
 raise a false alarm. Selected alone, the check compares the current source with the target.
 """
 
+import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -16,6 +17,7 @@ from stagecopy_dagster.copier import CopyResult, Progress, ProgressCallback
 from stagecopy_dagster.errors import StagecopyError
 from stagecopy_dagster.integrity import IntegrityReport
 from stagecopy_dagster.naming import PLAIN, Names
+from stagecopy_dagster.progress import describe_progress
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.runner import Replication, RetryHook, replicate, verify
 from stagecopy_dagster.spec import TableSpec
@@ -110,15 +112,21 @@ def check_result(asset_key: dg.AssetKey, report: IntegrityReport) -> dg.AssetChe
     )
 
 
+#: Seconds between progress lines in Dagster's run log (a stream's end is always logged).
+RUN_LOG_PROGRESS_INTERVAL = 5.0
+
+
 def _progress_logger(context: dg.AssetExecutionContext) -> ProgressCallback:
+    """Progress into the run log (every 5 s, and each stream's total) and the CLI's sink."""
     sink = progress_sink.get()
+    last_logged: dict[str, float] = {}
 
     def report(p: Progress) -> None:
-        rows = f"{p.rows:,} rows, " if p.rows is not None else ""
-        context.log.info(
-            f"{p.table}: {rows}{p.bytes / 1e6:,.1f} MB in {p.seconds:.1f} s "
-            f"({p.mb_per_second:.1f} MB/s)"
-        )
+        now = time.monotonic()
+        last = last_logged.get(p.step)
+        if p.final or last is None or now - last >= RUN_LOG_PROGRESS_INTERVAL:
+            last_logged[p.step] = now
+            context.log.info(describe_progress(p))
         if sink is not None:
             sink(p)
 

@@ -2,6 +2,9 @@
 
 Exit codes: 0 success; 1 a copy or an integrity check failed; 2 a bad spec or bad usage
 (including no database: neither URL set for a spec other than the demo's, without --embedded).
+Help texts live in :mod:`~stagecopy_dagster.cli_help`, the progress display in
+:mod:`~stagecopy_dagster.cli_progress`, the end-of-run summary in
+:mod:`~stagecopy_dagster.cli_summary`.
 """
 
 from __future__ import annotations
@@ -10,16 +13,20 @@ import argparse
 import os
 import shutil
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import cast
 
 import dagster as dg
 
+from stagecopy_dagster import cli_help
 from stagecopy_dagster.errors import ConnectionConfigError, SpecError, StagecopyError
 from stagecopy_dagster.resources import PostgresResource
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C (SIGINT)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,8 +37,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stagecopy", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(
+        prog="stagecopy",
+        description=(__doc__ or "").split("\n\n")[0],
+        epilog=cli_help.MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"stagecopy {cli_help.version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+
+    def command(name: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, **cli_help.parser_kwargs(name))
+        p.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help="show Dagster's run log and the traceback of an error",
+        )
+        return p
 
     def with_embedded(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
@@ -59,16 +82,61 @@ def _parser() -> argparse.ArgumentParser:
         )
         return with_embedded(p)
 
-    with_spec(sub.add_parser("run", help="materialize tables through Dagster, then check them"))
-    with_spec(sub.add_parser("check", help="run the integrity checks only (the CI gate)"))
-    with_spec(sub.add_parser("plan", help="print the SQL each table would run; write nothing"))
-    demo = sub.add_parser("demo", help="embedded PostgreSQL + demo data + run + dagster dev")
+    def with_summary(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--json",
+            action="store_true",
+            help="print the summary as JSON on stdout (keys in docs/cli.md), for CI",
+        )
+        return p
+
+    def with_progress(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--progress",
+            choices=PROGRESS_MODES,
+            help="progress display on stderr: auto (live on a terminal, plain lines "
+            "otherwise), live, plain or off (default: $STAGECOPY_PROGRESS or auto)",
+        )
+        p.add_argument(
+            "--progress-interval",
+            type=_seconds,
+            metavar="SECONDS",
+            help="seconds between plain progress lines per table "
+            "(default: $STAGECOPY_PROGRESS_INTERVAL or 10; 0: every report)",
+        )
+        return p
+
+    with_progress(with_summary(with_spec(command("run"))))
+    with_summary(with_spec(command("check")))
+    with_spec(command("plan"))
+    demo = command("demo")
     demo.add_argument("--no-ui", action="store_true", help="stop after the run (no dagster dev)")
     demo.add_argument("--port", type=int, default=3000, help="dagster dev port (default 3000)")
-    cleanup = sub.add_parser("cleanup", help="drop leftover staging tables in the target")
-    cleanup.add_argument("--max-age-hours", type=float, default=6.0)
+    cleanup = command("cleanup")
+    cleanup.add_argument(
+        "--max-age-hours",
+        type=float,
+        default=6.0,
+        metavar="HOURS",
+        help="drop staging tables older than this many hours (default 6); younger ones may "
+        "belong to a copy still running",
+    )
     with_embedded(cleanup)
     return parser
+
+
+#: `--progress` choices (as cli_progress.MODES, which imports rich: not needed for --help).
+PROGRESS_MODES = ("auto", "live", "plain", "off")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (>= 0)")
+    return value
 
 
 def _spec_arg(args: argparse.Namespace) -> str | os.PathLike[str]:
@@ -86,25 +154,30 @@ def _instance() -> dg.DagsterInstance:
     )
 
 
-def _progress_bar() -> object:
-    from stagecopy_dagster.copier import Progress
-
-    def show(p: Progress) -> None:
-        rows = f"{p.rows:>12,} rows " if p.rows is not None else ""
-        sys.stderr.write(
-            f"\r  {p.table[:40]:<40} {rows}{p.bytes / 1e6:>9,.1f} MB {p.mb_per_second:>7.1f} MB/s"
-        )
-        sys.stderr.flush()
-
-    return show
+def _quiet_dagster(verbose: bool) -> dict[str, object]:
+    """Run config that keeps Dagster's console log (and its tracebacks) for -v."""
+    level = "DEBUG" if verbose else "CRITICAL"
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
 def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
+    from stagecopy_dagster import cli_progress, cli_summary
     from stagecopy_dagster.assets import progress_sink
     from stagecopy_dagster.build import build_definitions, is_demo_spec
     from stagecopy_dagster.selection import load_translator, select_tables
     from stagecopy_dagster.spec import TableSpec, load_spec
 
+    verbose = getattr(args, "verbose", False)
+    try:
+        mode = cli_progress.progress_mode(getattr(args, "progress", None))
+        interval = cli_progress.progress_interval(getattr(args, "progress_interval", None))
+    except ValueError as exc:
+        print(f"stagecopy: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if checks_only:
+        mode = "off"  # a check streams no rows
+    elif verbose and mode == "auto":
+        mode = "plain"  # Dagster's log lines would trample a live display
     spec_arg = _spec_arg(args)
     spec = load_spec(spec_arg)
     translator = load_translator(getattr(args, "translator", None))
@@ -114,41 +187,39 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
 
     tables = select_tables(spec, args.select, key_of)
     defs = build_definitions(spec, embedded=is_demo_spec(spec_arg), translator=translator)
+    assets = cast(list[dg.AssetsDefinition], list(defs.assets or []))
     keys = [key_of(t) for t in tables]
     selection = (
         dg.AssetSelection.checks_for_assets(*keys)
         if checks_only
         else dg.AssetSelection.assets(*keys)
     )
-    token = progress_sink.set(_progress_bar() if sys.stderr.isatty() else None)  # type: ignore[arg-type]
+    sink, live = cli_progress.open_display(mode, interval=interval, stream=sys.stderr)
+    token = progress_sink.set(sink)
     try:
-        with _instance() as instance:
+        with _instance() as instance, live or nullcontext():
             result = dg.materialize(
-                cast(list[dg.AssetsDefinition], list(defs.assets or [])),
+                assets,
                 selection=selection,
                 resources=defs.resources,
                 instance=instance,
                 raise_on_error=False,
+                run_config=_quiet_dagster(verbose),
             )
     finally:
         progress_sink.reset(token)
-    failed_checks = []
-    for evaluation in result.get_asset_check_evaluations():
-        status = "passed" if evaluation.passed else "FAILED"
-        print(
-            f"{evaluation.asset_key.to_user_string()}: integrity {status}: {evaluation.description}"
-        )
-        if not evaluation.passed:
-            failed_checks.append(evaluation.asset_key.to_user_string())
-    failed_steps = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    for event in failed_steps:
-        info = event.step_failure_data.error if event.step_failure_data else None
-        message = info.message.strip() if info else "step failed"
-        print(f"FAILED {event.step_key}: {message}", file=sys.stderr)
-    ok = result.success and not failed_checks and not failed_steps
-    what = "checks" if checks_only else "tables"
-    print(f"stagecopy: {len(tables)} {what}: {'ok' if ok else 'FAILED'} (run {result.run_id})")
-    return EXIT_OK if ok else EXIT_FAILED
+    summary = cli_summary.summarize(
+        result, tables, assets, key_of=key_of, command="check" if checks_only else "run"
+    )
+    code = EXIT_OK if summary.ok and result.success else EXIT_FAILED
+    for table in summary.tables:
+        if table.status == cli_summary.FAILED:
+            print(f"stagecopy: {table.asset}: {table.reason}", file=sys.stderr)
+    if getattr(args, "json", False):
+        sys.stdout.write(cli_summary.render_json(summary, exit_code=code))
+    else:
+        sys.stdout.write(cli_summary.render_text(summary))
+    return code
 
 
 def _plain_resources(
@@ -262,18 +333,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except SpecError as exc:
-        print(f"stagecopy: bad spec: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ConnectionConfigError as exc:
-        print(f"stagecopy: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except StagecopyError as exc:
-        print(f"stagecopy: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:  # a folder or program the command needs (demo: DAGSTER_HOME, dagster)
-        print(f"stagecopy: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("stagecopy: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # every error ends in one line (and its traceback with -v)
+        verbose = getattr(args, "verbose", False)
+        if verbose:
+            traceback.print_exc()
+        message, code = _explain(exc, verbose=verbose)
+        print(f"stagecopy: {message}", file=sys.stderr)
+        return code
+
+
+def _explain(exc: Exception, *, verbose: bool) -> tuple[str, int]:
+    """The line to print for an error that ended a command, and the exit code."""
+    if isinstance(exc, SpecError):
+        return f"bad spec: {exc}", EXIT_USAGE
+    if isinstance(exc, ConnectionConfigError):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, StagecopyError):
+        return _one_line(exc), EXIT_FAILED
+    if isinstance(exc, OSError):  # a folder or program the command needs (DAGSTER_HOME, dagster)
+        return str(exc), EXIT_FAILED
+    return _unexpected(exc, verbose=verbose), EXIT_FAILED
+
+
+def _unexpected(exc: BaseException, *, verbose: bool) -> str:
+    """One line for an error stagecopy did not expect: its kind and first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if verbose else f"{text} (stagecopy <command> -v shows the traceback)"
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ PUBLIC_NAMES = {
     *("select_rows", "set_local", "set_session", "set_snapshot", "source_relation", "truncate"),
     *("type_sql", "watermark_signature"),
     *("FILLED_COLUMNS", "alter_column_type"),  # issue #13: on_schema_change
+    # Added since: the copy's expected size (issue #14).
+    *("count_select", "explain_estimate"),
 }
 
 

@@ -73,3 +73,15 @@ def test_small_scope_statements() -> None:
     assert text(st.describe_query(parse_query("SELECT 1 AS a"))) == (
         "SELECT * FROM (SELECT 1 AS a) AS q LIMIT 0"
     )
+
+
+def test_explain_estimate_and_count_select_wrap_the_scoped_select() -> None:
+    select = st.select_rows(TARGET, ["id", "region"], st.scope_filter(SCOPE))
+    assert text(st.explain_estimate(select)) == (
+        f'EXPLAIN (FORMAT JSON) SELECT "id", "region" FROM {T} '
+        "WHERE (region = 'KR' AND amount > 0)"
+    )
+    assert text(st.count_select(select)) == (
+        f'SELECT count(*) FROM (SELECT "id", "region" FROM {T} '
+        "WHERE (region = 'KR' AND amount > 0)) AS s"
+    )

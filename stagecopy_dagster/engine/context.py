@@ -15,6 +15,7 @@ from stagecopy_dagster.engine.types import (
     Connectors,
     CopyFormat,
     CopyOptions,
+    Estimate,
     Progress,
     ProgressCallback,
     SourceFacts,
@@ -54,6 +55,8 @@ class CopyContext:
     progress: ProgressCallback | None = None
     connectors: Connectors | None = None
     """Open more source/target connections: needed only for `parallel` > 1."""
+    expected: Estimate | None = None
+    """What the main row stream should move (read only when someone watches the progress)."""
 
     @property
     def label(self) -> str:
@@ -99,8 +102,12 @@ class CopyContext:
         fmt: CopyFormat,
         *,
         step: str = "copy",
+        expected: Estimate | None = None,
     ) -> Streamed:
-        """Stream `select` from the source snapshot into `copy_in` on the target, as a step."""
+        """Stream `select` from the source snapshot into `copy_in` on the target, as a step.
+
+        Progress reports carry `expected`, what the stream should move in all (None: unknown).
+        """
         if self.dry_run:
             self.target.record(
                 "-- on the source, streamed into the next statement:\n"
@@ -119,7 +126,12 @@ class CopyContext:
                 label=self.label,
                 options=self.options,
                 progress=self.progress,
+                expected=expected,
+                step=step,
             )
         if self.progress is not None:
-            self.progress(Progress(self.label, moved.rows, moved.bytes, perf_counter() - started))
+            seconds = perf_counter() - started
+            self.progress(
+                Progress(self.label, moved.rows, moved.bytes, seconds, expected, step, final=True)
+            )
         return moved

@@ -24,6 +24,7 @@ from stagecopy_dagster.engine.context import CopyContext, Prepared
 from stagecopy_dagster.engine.describe import describe_source, prepare_target
 from stagecopy_dagster.engine.diff import copy_diff
 from stagecopy_dagster.engine.direct import copy_direct
+from stagecopy_dagster.engine.estimate import estimate_scope
 from stagecopy_dagster.engine.parallel import drop_committed_staging, load_in_parallel
 from stagecopy_dagster.engine.plan import MIN_TARGET_VERSION, PlanFacts, plan_copy
 from stagecopy_dagster.engine.session import SourceSnapshot, TargetSession
@@ -149,6 +150,12 @@ class TableCopier:
             )
         )
         job = Prepared(plan, source, target, watermark)
+        if ctx.progress is not None and not ctx.dry_run:
+            # Only a watched copy pays for the estimate (one EXPLAIN, a count when small).
+            expected = estimate_scope(
+                ctx, source, job.names, watermark=watermark, fmt=plan.copy_format
+            )
+            ctx = dataclasses.replace(ctx, expected=expected)
         if plan.parallel:
             assert self.connectors is not None
             moved = load_in_parallel(ctx, job, staging=parallel_staging, connectors=self.connectors)

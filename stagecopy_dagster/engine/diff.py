@@ -19,11 +19,13 @@ from psycopg import sql
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine import steps
 from stagecopy_dagster.engine.context import CopyContext, Prepared
+from stagecopy_dagster.engine.estimate import stream_bytes_per_row
 from stagecopy_dagster.engine.plan import CopyPlan
 from stagecopy_dagster.engine.staged import Merged, create_staging, merge
 from stagecopy_dagster.engine.types import (
     Column,
     Counts,
+    Estimate,
     SourceFacts,
     Streamed,
     SyncForm,
@@ -115,6 +117,7 @@ def find_changed_keys(
         st.copy_in(keys_table.identifier, [*key, hash_column], "binary"),
         "binary",
         step="copy_keys",
+        expected=_every_key(ctx, key),
     )
     if plan.check_duplicates:
         steps.check_duplicates(ctx, keys_table, key)
@@ -152,6 +155,19 @@ def find_changed_keys(
     )
 
 
+def _every_key(ctx: CopyContext, key: Sequence[str]) -> Estimate | None:
+    """What the key stream should move: a key and a 64-bit hash per row in scope.
+
+    Its bytes assume 8-byte key columns (a `bigint` or `int` key streams about 26 bytes a
+    row); a wider key outruns the estimate, and the report then shows no percent.
+    """
+    if ctx.expected is None:
+        return None
+    fields = len(key) + 1
+    per_row = stream_bytes_per_row(8 * fields, fields, "binary")
+    return Estimate(ctx.expected.rows, ctx.expected.rows * per_row, exact=ctx.expected.exact)
+
+
 def _gone_keys(ctx: CopyContext, keys_table: QualifiedName, key: Sequence[str]) -> QualifiedName:
     """PostgreSQL 15: a parallel anti-join finds the target keys in scope the source lacks."""
     gone_table = ctx.new_staging_name()
@@ -178,7 +194,7 @@ def _stage_changed_rows(
     fmt = plan.copy_format
     copy_in = st.copy_in(staging.identifier, names, fmt)
     if diff.changed * 2 > diff.compared:
-        return ctx.stream(ctx.select(source, names), copy_in, fmt)
+        return ctx.stream(ctx.select(source, names), copy_in, fmt, expected=ctx.expected)
     by_name = {c.name: c for c in target.columns}
     key_columns = [by_name[k] for k in source.key]
     chunk = ctx.options.diff_chunk
@@ -188,7 +204,10 @@ def _stage_changed_rows(
             st.changed_key_arrays(diff.table, source.key, diff.gone_column, offset, chunk)
         )
         in_chunk = st.key_in(key_columns, [str(a) for a in arrays])
-        moved += ctx.stream(ctx.select(source, names, extra=in_chunk), copy_in, fmt)
+        expected = Estimate(min(chunk, diff.changed - offset), None, exact=True)
+        moved += ctx.stream(
+            ctx.select(source, names, extra=in_chunk), copy_in, fmt, expected=expected
+        )
     if ctx.dry_run:
         anything = sql.SQL("<key> = ANY(<changed keys>)")
         ctx.target.record(

@@ -29,6 +29,7 @@ def copy_direct(ctx: CopyContext, job: Prepared) -> Counts:
             ctx.select(source, names, watermark=job.watermark),
             st.copy_in(ctx.target_name.identifier, names, plan.copy_format),
             plan.copy_format,
+            expected=ctx.expected,
         )
     if plan.check_duplicates:
         # The target was empty, so every row in it came from this copy: no unique index

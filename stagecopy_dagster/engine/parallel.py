@@ -9,7 +9,9 @@ and the staging table is dropped in it (or, after a failure, by :func:`drop_comm
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from time import perf_counter
 from typing import Any
 
 import psycopg
@@ -20,7 +22,13 @@ from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine.context import CopyContext, Prepared
 from stagecopy_dagster.engine.session import begin_read_only
 from stagecopy_dagster.engine.stream import pump
-from stagecopy_dagster.engine.types import Connectors, Streamed
+from stagecopy_dagster.engine.types import (
+    Connectors,
+    Estimate,
+    Progress,
+    ProgressCallback,
+    Streamed,
+)
 from stagecopy_dagster.errors import StagecopyError
 from stagecopy_dagster.identifiers import QualifiedName
 
@@ -48,6 +56,7 @@ def load_in_parallel(
     n = plan.streams
     bounds: list[int | None] = [blocks * i // n for i in range(n)] + [None]
     copy_in = st.copy_in(staging.identifier, names, plan.copy_format)
+    totals = _StreamTotals(ctx.label, n, ctx.progress, ctx.expected)
 
     def load(i: int) -> Streamed:
         lower = bounds[i]
@@ -65,13 +74,60 @@ def load_in_parallel(
                 plan.copy_format,
                 label=ctx.label,
                 options=ctx.options,
-                progress=ctx.progress,
+                progress=totals.reporter(i),
+                expected=ctx.expected,
             )
             tgt.commit()
             return moved
 
     with ctx.target.step("copy"), ThreadPoolExecutor(max_workers=n) as pool:
-        return sum(pool.map(load, range(n)), Streamed(0, 0))
+        moved = sum(pool.map(load, range(n)), Streamed(0, 0))
+    totals.done(moved)
+    return moved
+
+
+class _StreamTotals:
+    """Adds up the progress of N parallel streams into one report for the table."""
+
+    def __init__(
+        self, label: str, n: int, progress: ProgressCallback | None, expected: Estimate | None
+    ) -> None:
+        self.label = label
+        self.progress = progress
+        self.expected = expected
+        self.started = perf_counter()
+        self.latest: list[Progress | None] = [None] * n
+        self.lock = threading.Lock()
+
+    def reporter(self, i: int) -> ProgressCallback | None:
+        """The callback of stream `i` (None when nobody watches)."""
+        if self.progress is None:
+            return None
+
+        def report(p: Progress) -> None:
+            with self.lock:
+                self.latest[i] = p
+                seen = [q for q in self.latest if q is not None]
+                rows = [q.rows for q in seen]
+                total = Progress(
+                    self.label,
+                    None if None in rows else sum(r or 0 for r in rows),
+                    sum(q.bytes for q in seen),
+                    perf_counter() - self.started,
+                    self.expected,
+                )
+                assert self.progress is not None
+                self.progress(total)
+
+        return report
+
+    def done(self, moved: Streamed) -> None:
+        """Report the streams' totals once they all ended."""
+        if self.progress is not None:
+            seconds = perf_counter() - self.started
+            self.progress(
+                Progress(self.label, moved.rows, moved.bytes, seconds, self.expected, final=True)
+            )
 
 
 def drop_committed_staging(

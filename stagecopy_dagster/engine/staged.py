@@ -37,6 +37,7 @@ def copy_staged(ctx: CopyContext, job: Prepared) -> Counts:
             ctx.select(source, names, watermark=job.watermark),
             st.copy_in(staging.identifier, names, plan.copy_format),
             plan.copy_format,
+            expected=ctx.expected,
         )
     # MERGE alone would not notice two staged rows with one key when only one of them
     # differs from the target; unless the source's own primary key rules that out, look.
@@ -133,6 +134,7 @@ def _delete_missing(
             st.copy_in(keys.identifier, key, plan.key_format),
             plan.key_format,
             step="copy_keys",
+            expected=None,  # every key in scope, not the window the estimate is of
         )
     deleted = ctx.target.execute(
         st.delete_missing(ctx.target_name, keys, key=key, where=ctx.table.where)

@@ -16,6 +16,7 @@ from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine.types import (
     CopyFormat,
     CopyOptions,
+    Estimate,
     Progress,
     ProgressCallback,
     Streamed,
@@ -32,11 +33,14 @@ def pump(
     label: str,
     options: CopyOptions,
     progress: ProgressCallback | None = None,
+    expected: Estimate | None = None,
+    step: str = "copy",
 ) -> Streamed:
     """Stream the rows of `select` on `source` into `copy_in` on `target`.
 
     `progress` is called every `options.progress_interval` seconds while rows stream (after
-    every write when that is 0), between two writes, with both COPYs open.
+    every write when that is 0), between two writes, with both COPYs open; its reports carry
+    `expected` (what the stream should move in all) and the `step` streaming.
     """
     started = perf_counter()
     next_report = started + options.progress_interval
@@ -63,7 +67,7 @@ def pump(
             if progress is not None and now >= next_report:
                 next_report = now + options.progress_interval
                 rows = newlines if fmt == "text" else None
-                progress(Progress(label, rows, nbytes, now - started))
+                progress(Progress(label, rows, nbytes, now - started, expected, step))
         if pending:
             inp.write(b"".join(pending))
             nbytes += pending_size

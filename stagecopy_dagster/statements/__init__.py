@@ -68,7 +68,9 @@ from stagecopy_dagster.statements.digests import (
 )
 from stagecopy_dagster.statements.scope import (
     count_rows,
+    count_select,
     describe_query,
+    explain_estimate,
     is_empty,
     max_watermark,
     scope_filter,
@@ -121,7 +123,9 @@ __all__ = [
     "VOLATILE_FUNCTIONS",
     # scope
     "count_rows",
+    "count_select",
     "describe_query",
+    "explain_estimate",
     "is_empty",
     "max_watermark",
     "scope_filter",

@@ -111,3 +111,13 @@ def watermark_signature(
     return sql.SQL("SELECT max({})::text, count(*) FROM {}{}").format(
         sql.Identifier(field), source_relation(source), scope_filter(where)
     )
+
+
+def explain_estimate(select: sql.Composable) -> sql.Composed:
+    """The planner's estimate of a SELECT (`Plan Rows`, `Plan Width`), without running it."""
+    return sql.SQL("EXPLAIN (FORMAT JSON) {}").format(select)
+
+
+def count_select(select: sql.Composable) -> sql.Composed:
+    """`SELECT count(*)` of the rows a SELECT returns."""
+    return sql.SQL("SELECT count(*) FROM ({}) AS s").format(select)
