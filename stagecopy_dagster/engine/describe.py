@@ -3,11 +3,13 @@
 :func:`describe_source` reads the source inside the copy's snapshot and checks the spec against
 it (key, watermark, scope); nothing is written. :func:`prepare_target` creates the target table
 (key and index deferred until the rows are in) or reconciles it: columns new at the source are
-added, a changed type is an error, never a silent cast.
+added, a changed type is an error, never a silent cast. Either way the user-defined types the
+columns use are made to match the source's first (:mod:`~stagecopy_dagster.engine.usertypes`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 
@@ -18,6 +20,7 @@ from stagecopy_dagster import catalog
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine.context import CopyContext
 from stagecopy_dagster.engine.types import Column, SourceFacts, TargetFacts
+from stagecopy_dagster.engine.usertypes import check_user_types, ensure_user_types
 from stagecopy_dagster.errors import SchemaMismatchError, SourceError, SpecError, describe_db_error
 from stagecopy_dagster.identifiers import QualifiedName, clip_identifier
 from stagecopy_dagster.sqlguard import CheckedSql
@@ -98,11 +101,16 @@ def prepare_target(ctx: CopyContext, source: SourceFacts) -> TargetFacts:
     with ctx.target.step("prepare"):
         oid = catalog.relation_oid(ctx.target.conn, ctx.target_name)
         if oid is None:
-            created = _create_target(ctx, source)
+            changes = check_user_types(ctx, source.columns)  # a differing type: before a write
+            # Before the types: they may create the table's schema too.
+            schema_created = _create_schema(ctx)
+            types = ensure_user_types(ctx, changes)
+            created = _create_target(ctx, source, schema_created=schema_created)
             if not ctx.dry_run:  # a dry run did not create the table to plan against
                 _check_scope_on_target(ctx, [c.name for c in source.columns])
-            return created
+            return dataclasses.replace(created, types_created=types.created)
         ctx.target.execute(st.lock_table(ctx.target_name))
+        types = ensure_user_types(ctx, check_user_types(ctx, source.columns))
         added, columns = _reconcile(ctx, source, catalog.columns(ctx.target.conn, oid))
         _check_scope_on_target(ctx, [c.name for c in columns])
         return TargetFacts(
@@ -112,6 +120,7 @@ def prepare_target(ctx: CopyContext, source: SourceFacts) -> TargetFacts:
             empty=bool(ctx.target.scalar(st.is_empty(ctx.target_name, None))),
             added=added,
             columns=columns,
+            types_created=types.created,
         )
 
 
@@ -167,15 +176,20 @@ def _check_scope_on_target(ctx: CopyContext, names: Sequence[str]) -> None:
     catalog.check_functions(ctx.target.conn, where, what="where")
 
 
-def _create_target(ctx: CopyContext, source: SourceFacts) -> TargetFacts:
-    """Create the target table (and its schema); its key and index wait for the rows."""
+def _create_schema(ctx: CopyContext) -> bool:
+    """Create the target table's schema if it is missing; whether it was."""
+    schema = ctx.target_name.schema
+    # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists.
+    if ctx.target.scalar(st.SCHEMA_EXISTS, (schema,)) is not None:
+        return False
+    ctx.target.execute(st.create_schema(schema))
+    return True
+
+
+def _create_target(ctx: CopyContext, source: SourceFacts, *, schema_created: bool) -> TargetFacts:
+    """Create the target table (its schema exists); its key and index wait for the rows."""
     target = ctx.target_name
     spec = ctx.table
-    schema_created = False
-    # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists.
-    if ctx.target.scalar(st.SCHEMA_EXISTS, (target.schema,)) is None:
-        ctx.target.execute(st.create_schema(target.schema))
-        schema_created = True
     ctx.target.execute(st.create_table(target, source.columns, None))
     deferred: list[sql.Composed] = []
     if source.key and (spec.mode.needs_key or spec.primary_key):

@@ -39,6 +39,53 @@ class Column:
     """Whether binary COPY of this type is portable between databases (no user type OIDs)."""
 
 
+UserTypeKind = Literal["enum", "domain", "composite", "range"]
+
+
+@dataclass(frozen=True)
+class TypeAttribute:
+    """One attribute of a composite type."""
+
+    name: str
+    type: str
+    """`format_type()` of the attribute."""
+    collation: str | None = None
+    """A collation other than the type's default, as a quoted qualified name."""
+
+
+@dataclass(frozen=True)
+class UserType:
+    """A user-defined type a copied column uses, as a catalog defines it.
+
+    Texts (types, expressions, collations, functions) are the catalog's own renderings
+    (`format_type`, `pg_get_constraintdef`, quoted qualified names), so two servers that define
+    the type alike describe it alike.
+    """
+
+    name: QualifiedName
+    kind: UserTypeKind
+    labels: tuple[str, ...] = ()
+    """enum: the labels in sort order."""
+    base: str = ""
+    """domain: the base type; range: the subtype (`format_type`)."""
+    collation: str | None = None
+    """domain, range: a collation other than the base type's default."""
+    not_null: bool = False
+    """domain: NOT NULL."""
+    default: str | None = None
+    """domain: the default expression."""
+    checks: tuple[tuple[str, str], ...] = ()
+    """domain: (constraint name, `CHECK (...)`) in name order."""
+    attributes: tuple[TypeAttribute, ...] = ()
+    """composite: the attributes in order."""
+    opclass: str | None = None
+    """range: a subtype operator class other than the default."""
+    subtype_diff: str | None = None
+    """range: the subtype difference function."""
+    multirange: str | None = None
+    """range: the name of its multirange type (same schema; PostgreSQL 14+)."""
+
+
 ProgressCallback = Callable[["Progress"], None]
 ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection]]
 
@@ -168,6 +215,8 @@ class TargetFacts:
     """The columns to copy: the source's, minus those the target generates."""
     deferred: tuple[sql.Composed, ...] = ()
     """The key and watermark index of a created table, built once its rows are in."""
+    types_created: tuple[QualifiedName, ...] = ()
+    """User types this run created for the columns (others cannot see them before the commit)."""
 
 
 @dataclass(frozen=True)
