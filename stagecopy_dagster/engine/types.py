@@ -36,7 +36,8 @@ class Column:
     identity_always: bool = False
     """A `GENERATED ALWAYS AS IDENTITY` column: written with OVERRIDING SYSTEM VALUE."""
     binary_safe: bool = True
-    """Whether binary COPY of this type is portable between databases (no user type OIDs)."""
+    """Whether binary COPY of this type is portable between databases (no user type OIDs) and
+    reads back what it writes (not tsquery: an empty one fails to load)."""
 
 
 UserTypeKind = Literal["enum", "domain", "composite", "range"]
