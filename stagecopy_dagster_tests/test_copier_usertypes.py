@@ -253,3 +253,16 @@ def test_the_plan_shows_the_types_it_would_create(any_pg: PgPair) -> None:
     create_table = next(i for i, s in enumerate(statements) if s.startswith("CREATE TABLE"))
     assert create_type < create_table
     assert pg.target_rows("SELECT count(*) FROM pg_type WHERE typname = 'mood'") == [(0,)]
+
+
+def test_parallel_streams_wait_until_the_types_are_committed(any_pg: PgPair) -> None:
+    pg = any_pg
+    create_source(pg)
+    pg.target("CREATE SCHEMA raw")  # an existing schema: only the new types hold parallel back
+    entry = {"source": "raw.events", "parallel": 2, "mode": "replace"}
+    first = run_copy(pg, entry)  # types made in this transaction: one stream can see them
+    assert (first.inserted, "staging" in first.steps) == (500, False)
+    second, report = run_and_check(pg, entry)
+    assert (second.inserted, "staging" in second.steps) == (500, True)
+    assert report.passed, report.summary
+    assert_same_rows(pg, "raw.events")
