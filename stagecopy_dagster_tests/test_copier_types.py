@@ -344,16 +344,25 @@ BIG_ROW = (
 
 @pytest.fixture(scope="session")
 def korean_locale() -> str:
-    """A locale whose money has no fraction digits and another symbol (generated when missing)."""
+    """A locale whose money has no fraction digits and another symbol (compiled when missing).
+
+    Compiled into its own folder (`--no-archive`): a server started while the machine had no
+    locale archive would not look into one made afterwards.
+    """
     name = "ko_KR.UTF-8"
-    if (
-        "ko_KR.utf8"
-        not in subprocess.run(
-            ["locale", "-a"], capture_output=True, text=True, check=True
-        ).stdout.split()
-    ):
+    listed = subprocess.run(["locale", "-a"], capture_output=True, text=True, check=True)
+    if "ko_KR.utf8" not in listed.stdout.split():
         # Debian ships the definition (package `locales`); compiling it needs root.
-        subprocess.run(["localedef", "-i", "ko_KR", "-f", "UTF-8", name], check=True)
+        done = subprocess.run(
+            ["localedef", "--no-archive", "-i", "ko_KR", "-f", "UTF-8", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, (
+            f"this test needs the {name} locale: run `localedef --no-archive -i ko_KR -f UTF-8 "
+            f"{name}` as root ({done.stderr.strip()})"
+        )
     return name
 
 

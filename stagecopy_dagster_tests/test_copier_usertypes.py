@@ -149,6 +149,16 @@ def test_enum_labels_added_at_the_source_are_added_in_order(pg_cross: PgPair) ->
     pg.source(
         "UPDATE raw.events SET m = 'meh', ms = '{awful,ecstatic}', st = 'doing' WHERE id < 10"
     )
+    # A dry run shows the labels it would commit first, and adds none.
+    planned = runner.plan_statements(table_spec(entry), *endpoints(pg))
+    first = planned.index("-- committed before the copy's transaction:")
+    assert planned[first + 1 : first + 5] == [
+        "ALTER TYPE \"app\".\"mood\" ADD VALUE IF NOT EXISTS 'awful' BEFORE 'sad'",
+        "ALTER TYPE \"app\".\"mood\" ADD VALUE IF NOT EXISTS 'meh' AFTER 'sad'",
+        "ALTER TYPE \"app\".\"mood\" ADD VALUE IF NOT EXISTS 'ecstatic' AFTER '행복'",
+        "ALTER TYPE \"public\".\"status\" ADD VALUE IF NOT EXISTS 'doing' AFTER 'new'",
+    ]
+    assert enum_labels(pg, "target", "app.mood") == ["sad", "ok", "happy", "행복"]
     result, report = run_and_check(pg, entry)
     assert result.updated == 9
     assert report.passed, report.summary
