@@ -52,6 +52,10 @@ class SchemaMismatchError(StagecopyError):
     """Source and target columns cannot be reconciled without a silent cast."""
 
 
+class UserTypeError(SchemaMismatchError):
+    """A user-defined type the columns use differs in the target, or cannot be recreated there."""
+
+
 class DuplicateKeyError(StagecopyError):
     """The rows to merge contain the same primary key more than once, or a NULL key."""
 
@@ -146,6 +150,7 @@ __all__ = [
     "StagecopyError",
     "TransientCopyError",
     "UnsafeSqlError",
+    "UserTypeError",
     "describe_db_error",
     "is_transient",
     "is_transient_sqlstate",

@@ -7,6 +7,9 @@ with ``fast=True`` and stopped at the end. Fixtures:
 * ``pg``: parametrized over the installs (ids ``pg18``, ``pg15``); a fresh :class:`PgPair` per
   test, dropped afterwards.
 * ``any_pg``: the same on PostgreSQL 18 only, for tests that need one version.
+* ``pg_cross``: like ``pg``, plus ``pg15to18``: a source database on PostgreSQL 15 and a
+  target database on 18 (when both are installed); ``pg15to18``: that pair alone, for heavy
+  tests (18 -> 18 when 15 is missing).
 * ``pg18``: the session's PostgreSQL 18 :class:`PgPairFactory`, for module- or class-scoped
   pairs (``pair = pg18("name")``; leftovers are dropped at session end).
 * ``pg_clusters``: ``{label: LocalCluster}``.
@@ -23,6 +26,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,7 +40,11 @@ logger = logging.getLogger(__name__)
 INSTALLS: list[PostgresInstall] = available_installs()
 LABELS: list[str] = [install.label for install in INSTALLS]
 PRIMARY_LABEL = INSTALLS[0].label  # the embedded PostgreSQL 18
-_DB_FIXTURES = frozenset({"pg", "any_pg", "pg18", "pg_factories", "pg_clusters"})
+_DB_FIXTURES = frozenset(
+    {"pg", "any_pg", "pg18", "pg_factories", "pg_clusters", "pg_cross", "pg15to18"}
+)
+CROSS_LABEL = "pg15to18"
+CROSS_LABELS = [*LABELS, CROSS_LABEL] if {"pg15", "pg18"} <= set(LABELS) else LABELS
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -129,3 +138,45 @@ def any_pg(request: pytest.FixtureRequest, pg18: PgPairFactory) -> Iterator[PgPa
         yield pair
     finally:
         pair.drop()
+
+
+@contextmanager
+def _pair(factories: dict[str, PgPairFactory], label: str, hint: str) -> Iterator[PgPair]:
+    """A fresh pair on `label`'s cluster, or for `pg15to18` a 15 source with an 18 target."""
+    if label != CROSS_LABEL:
+        pair = factories[label](hint)
+        try:
+            yield pair
+        finally:
+            pair.drop()
+        return
+    old = factories["pg15"](hint)
+    new = factories["pg18"](hint)
+    try:
+        # The 18 pair's target with the 15 pair's source (each pair's other database idles).
+        yield replace(
+            new,
+            source_db=old.source_db,
+            source_admin_url=old.source_admin_url,
+            source_url=old.source_url,
+        )
+    finally:
+        old.drop()
+        new.drop()
+
+
+@pytest.fixture(params=CROSS_LABELS, ids=CROSS_LABELS)
+def pg_cross(
+    request: pytest.FixtureRequest, pg_factories: dict[str, PgPairFactory]
+) -> Iterator[PgPair]:
+    with _pair(pg_factories, request.param, request.node.name) as pair:
+        yield pair
+
+
+@pytest.fixture
+def pg15to18(
+    request: pytest.FixtureRequest, pg_factories: dict[str, PgPairFactory]
+) -> Iterator[PgPair]:
+    """One pair for heavy tests: 15 -> 18 when both are installed, else 18 -> 18."""
+    with _pair(pg_factories, CROSS_LABELS[-1], request.node.name) as pair:
+        yield pair

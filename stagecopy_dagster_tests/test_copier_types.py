@@ -9,6 +9,7 @@ their text form.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, LiteralString, cast
@@ -19,6 +20,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from stagecopy_dagster import statements as st
+from stagecopy_dagster.errors import CopyError
 from stagecopy_dagster_tests.copyhelpers import (
     assert_same_rows,
     column_types,
@@ -294,3 +296,197 @@ def test_korean_text_from_an_euc_kr_source(euc_kr_source: PgPair, fmt: str) -> N
         (1, "삼성전자 우선주", ["가", "나 다"], {"이름": "값"}),
         (2, "탭\t줄\n", None, None),
     ]
+
+
+# Edge values, each byte for byte (issue #13): specials, infinities, arrays of every shape,
+# "char", intervals, money under another lc_monetary, and the network, bit, text search,
+# multirange and uuid[] types; then a 10 MB bytea and a 50 MB jsonb, tsquery and xml.
+EDGE_COLUMNS = (
+    "id int PRIMARY KEY, n numeric, f8 float8, f4 real, ts timestamp, tz timestamptz, d date, "
+    'ia int[], ta text[], bt bytea, jb jsonb, ch "char", iv interval, mo money, '
+    "tv tsvector, ip inet, ci cidr, m8 macaddr8, ma macaddr, vb bit varying, "
+    "b4 bit(4), mr int4multirange, nm nummultirange, dm datemultirange, tm tstzmultirange, "
+    "ua uuid[]"
+)
+EDGE_ROWS = (
+    "INSERT INTO edge VALUES "
+    "(1, 'NaN', 'NaN', 'NaN', 'infinity', 'infinity', 'infinity', '{}', '{}', '\\x', '{}', "
+    "'a', '1 mon 2 days 00:00:00.000003', '12.34', "
+    "'a:1A fat:2B,4C cat:5D', '192.168.1.5/24', '10.0.0.0/8', "
+    "'08:00:2b:01:02:03:04:05', '08:00:2b:01:02:03', B'', B'1010', "
+    "'{[1,3), [5,9)}', '{}', '{[2024-01-01,infinity)}', "
+    "'{[2024-01-01 00:00:00+09,2024-01-02 00:00:00+00)}', '{}'), "
+    "(2, 'Infinity', '-0', '-0', '-infinity', '-infinity', '-infinity', '{NULL,1,NULL}', "
+    "'{NULL,\"\",\"NULL\",\"a,b\"}', '\\x00', '[]', '', '-1 mon +2 days -00:00:00.000001', "
+    "'-92233720368547758.08', to_tsvector('simple', 'The quick 한국어 fox'), "
+    "'::ffff:1.2.3.4/128', '2001:db8::/32', '00:00:00:00:00:00:00:00', "
+    "'ff:ff:ff:ff:ff:ff', B'1', B'0000', '{[-2147483648,2147483647)}', "
+    "'{(,0], [1.5,NaN]}', '{}', '{}', ARRAY[NULL]::uuid[]), "
+    "(3, '-Infinity', 'Infinity', '-Infinity', '294276-12-31 23:59:59.999999', "
+    "'4713-01-01 00:00:00+00 BC', '5874897-12-31', '{{1,2},{3,NULL}}', '[0:1]={x,y}', "
+    "'\\x5c4e0a', '{\"deep\": [[[[1]]]]}', chr(200)::\"char\", 'P1Y2M3DT4H5M6.789S', "
+    "'92233720368547758.07', '', '0.0.0.0/0', '::/0', '08:00:2b:ff:fe:01:02:03', "
+    "'00:00:00:00:00:00', repeat('10', 50)::varbit, B'1111', '{[1,2)}', '{[-1e-20,1e20)}', "
+    "'{(,)}', '{(,)}', ARRAY['a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', NULL, "
+    "'ffffffff-ffff-ffff-ffff-ffffffffffff']::uuid[]), "
+    "(4, -0.0, -1e-308, 1.4e-45, '2000-01-01', '2000-01-01 00:00:00.000001+14', '2000-01-01', "
+    "'{{{1},{2}},{{3},{4}}}', '{{a,NULL},{NULL,\"}\"}}', NULL, NULL, NULL, "
+    "'-178000000 years 11 mons 30 days 23:59:59.999999', '0', NULL, NULL, NULL, "
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{}')",
+)
+#: A 10 MiB bytea (incompressible) and a jsonb of about 50 MB.
+BIG_ROW = (
+    "INSERT INTO big (id, bt, jb) SELECT 5, (SELECT string_agg(decode(md5(g::text), 'hex'), "
+    "'' ORDER BY g) FROM generate_series(1, 655360) g), (SELECT jsonb_agg(md5(g::text) "
+    "ORDER BY g) FROM generate_series(1, 1400000) g)"
+)
+
+
+@pytest.fixture(scope="session")
+def korean_locale() -> str:
+    """A locale whose money has no fraction digits and another symbol (compiled when missing).
+
+    Compiled into its own folder (`--no-archive`): a server started while the machine had no
+    locale archive would not look into one made afterwards.
+    """
+    name = "ko_KR.UTF-8"
+    listed = subprocess.run(["locale", "-a"], capture_output=True, text=True, check=True)
+    if "ko_KR.utf8" not in listed.stdout.split():
+        # Debian ships the definition (package `locales`); compiling it needs root.
+        done = subprocess.run(
+            ["localedef", "--no-archive", "-i", "ko_KR", "-f", "UTF-8", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, (
+            f"this test needs the {name} locale: run `localedef --no-archive -i ko_KR -f UTF-8 "
+            f"{name}` as root ({done.stderr.strip()})"
+        )
+    return name
+
+
+def edge_send_fingerprints(url: str, table: str = "edge") -> list[tuple[Any, ...]]:
+    """Per row: the md5 of each built-in column's binary send output (the exact stored bytes)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(st.set_session())
+        columns = conn.execute(
+            "SELECT a.attname, t.typsend::text FROM pg_attribute a "
+            "JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = %s::regclass "
+            "AND a.attnum > 0 AND t.oid < 16384 ORDER BY a.attnum",
+            (table,),
+        ).fetchall()
+        digests = ", ".join(f"md5({send}({name}))" for name, send in columns)
+        return conn.execute(
+            cast(LiteralString, f"SELECT id, {digests} FROM {table} ORDER BY id")
+        ).fetchall()
+
+
+@pytest.mark.parametrize("fmt", ["binary", "text"])
+def test_edge_values_round_trip_byte_identically(
+    pg_cross: PgPair, fmt: str, korean_locale: str
+) -> None:
+    pg = pg_cross
+    # The source renders money in won (no fraction digits, another symbol); the target does not.
+    pg.source(f"ALTER DATABASE {pg.source_db} SET lc_monetary = '{korean_locale}'")
+    extra = "" if fmt == "binary" else ", z mood[]"  # a user type's array forces text COPY
+    pg.source(
+        "CREATE TYPE mood AS ENUM ('a', 'b')",
+        f"CREATE TABLE edge ({EDGE_COLUMNS}{extra})",
+        *EDGE_ROWS,
+    )
+    assert pg.source_rows("SELECT mo::text FROM edge WHERE id = 1") == [("₩12",)]
+    entry = {"source": "public.edge"}
+    result, report = run_and_check(pg, entry)
+    assert (result.copy_format, result.inserted) == (fmt, 4)
+    assert report.passed, report.summary
+    fingerprints = edge_send_fingerprints(pg.source_admin_url)
+    assert len(fingerprints[0]) == 1 + 26
+    assert edge_send_fingerprints(pg.target_admin_url) == fingerprints
+    assert_same_rows(pg, "edge")
+    # Each value changed to another with the same text or equal value is seen and copied.
+    pg.source(
+        "UPDATE edge SET f8 = 0 WHERE id = 2",  # -0 -> 0
+        "UPDATE edge SET ia = '{1,2,3,NULL}' WHERE id = 3",  # same values, another shape
+        "UPDATE edge SET ta = '{x,y}' WHERE id = 3",  # lower bound 0 -> 1
+        "UPDATE edge SET mo = mo + 1::money WHERE id = 1",
+    )
+    again, report = run_and_check(pg, entry)
+    assert (again.inserted, again.updated) == (0, 3)
+    assert report.passed, report.summary
+    assert edge_send_fingerprints(pg.target_admin_url) == edge_send_fingerprints(
+        pg.source_admin_url
+    )
+
+
+def test_a_10_mb_bytea_and_a_50_mb_jsonb_round_trip_byte_identically(pg15to18: PgPair) -> None:
+    """Large values through text COPY (hex bytea, escaped jsonb); compared by their send bytes.
+
+    From PostgreSQL 15 to 18 only: both servers' sides of the COPY, once (about a minute).
+    """
+    pg = pg15to18
+    pg.source(
+        "CREATE TYPE mood AS ENUM ('a')",
+        "CREATE TABLE big (id int PRIMARY KEY, bt bytea, jb jsonb, z mood[])",
+        BIG_ROW,
+        "INSERT INTO big VALUES (6, '\\x', '\"tab\\t back\\\\slash\"', '{a}')",
+    )
+    size = "SELECT length(bt), length(jb::text) > 50000000 FROM big WHERE id = 5"
+    assert pg.source_rows(size) == [(10 * 1024 * 1024, True)]
+    result, report = run_and_check(pg, {"source": "public.big"})
+    assert (result.copy_format, result.inserted) == ("text", 2)
+    assert result.bytes > 70_000_000
+    assert report.passed, report.summary
+    assert edge_send_fingerprints(pg.target_admin_url, "big") == edge_send_fingerprints(
+        pg.source_admin_url, "big"
+    )
+
+
+def test_an_empty_tsquery_copies_as_text(pg_cross: PgPair) -> None:
+    """Binary COPY writes an empty tsquery that it cannot read back: tsquery travels as text."""
+    pg = pg_cross
+    pg.source(
+        "CREATE TABLE q (id int PRIMARY KEY, tq tsquery, tqs tsquery[])",
+        "INSERT INTO q VALUES (1, '', '{}'), "
+        "(2, 'fat & (rat | !cat)', ARRAY['', 'a <-> b']::tsquery[]), "
+        "(3, '한국어:* & b:AB', NULL), (4, NULL, ARRAY[NULL]::tsquery[])",
+    )
+    result, report = run_and_check(pg, {"source": "public.q"})
+    assert (result.copy_format, result.inserted) == ("text", 4)
+    assert report.passed, report.summary
+    assert_same_rows(pg, "q")
+    send = "SELECT id, md5(tsquerysend(tq)), md5(array_send(tqs)) FROM q ORDER BY id"
+    assert pg.target_rows(send) == pg.source_rows(send)
+
+
+def has_libxml(url: str) -> bool:
+    """Whether the server was built with libxml (the embedded PostgreSQL 18 is not)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            conn.execute("SELECT '<a/>'::xml")
+        except psycopg.errors.FeatureNotSupported:
+            return False
+    return True
+
+
+def test_xml_round_trips_where_both_servers_read_it(pg_cross: PgPair) -> None:
+    pg = pg_cross
+    pg.source("CREATE TABLE x (id int PRIMARY KEY, x xml)", "INSERT INTO x VALUES (0, NULL)")
+    if has_libxml(pg.source_admin_url):
+        pg.source(
+            "INSERT INTO x VALUES (1, '<a b=\"1\">x &amp; y<c/></a>'), (2, 'text<x/>more'), "
+            '(3, \'<?xml version="1.0"?><r xmlns="urn:x"><![CDATA[<&>]]></r>\'), '
+            "(4, ''), (5, '<한>글</한>')"
+        )
+    values = pg.source_rows("SELECT count(x) FROM x")[0][0]
+    if values and not has_libxml(pg.target_admin_url):
+        # A target built without libxml stores no xml value: a clear error, nothing written.
+        with pytest.raises(CopyError, match="requires the server to be built with libxml"):
+            run_copy(pg, {"source": "public.x"})
+        assert pg.target_rows("SELECT to_regclass('public.x')") == [(None,)]
+        return
+    result, report = run_and_check(pg, {"source": "public.x"})
+    assert (result.copy_format, result.inserted) == ("binary", 1 + values)
+    assert report.passed, report.summary
+    send = "SELECT id, md5(xml_send(x)) FROM x ORDER BY id"
+    assert pg.target_rows(send) == pg.source_rows(send)

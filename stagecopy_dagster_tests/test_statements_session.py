@@ -14,7 +14,8 @@ def test_set_session_sets_every_shared_setting() -> None:
     assert text(st.set_session()) == (
         "SET \"DateStyle\" = 'ISO, YMD'; SET \"IntervalStyle\" = 'postgres'; "
         "SET \"TimeZone\" = 'UTC'; SET \"extra_float_digits\" = '3'; "
-        "SET \"bytea_output\" = 'hex'; SET \"client_encoding\" = 'UTF8'"
+        "SET \"bytea_output\" = 'hex'; SET \"client_encoding\" = 'UTF8'; "
+        "SET \"lc_monetary\" = 'C'"
     )
     assert text(st.set_session({"work_mem": "64MB"})) == "SET \"work_mem\" = '64MB'"
 

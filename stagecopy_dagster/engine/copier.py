@@ -39,7 +39,8 @@ from stagecopy_dagster.engine.types import (
     ProgressCallback,
     SourceFacts,
 )
-from stagecopy_dagster.errors import StagecopyError, wrap_db_error
+from stagecopy_dagster.engine.usertypes import LabelsPending, add_enum_labels
+from stagecopy_dagster.errors import StagecopyError, UserTypeError, wrap_db_error
 from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.spec import TableSpec
 
@@ -52,6 +53,9 @@ class _Outcome:
     counts: Counts
     target_rows: int
 
+
+#: Attempts of a copy whose source enums gained labels (each round commits them first).
+_LABEL_ROUNDS = 3
 
 #: Each path's function, as the plan names it.
 _PATHS: dict[CopyPath, Callable[[CopyContext, Prepared], Counts]] = {
@@ -103,7 +107,12 @@ class TableCopier:
         return describe_source(self.context)
 
     def run(self) -> CopyResult:
-        """Copy the table; return exact counts. The target is untouched when this raises."""
+        """Copy the table; return exact counts. The target is untouched when this raises.
+
+        The one exception: enum labels new at the source are committed to the target's enum
+        before the copy (a label added in a transaction cannot be used until it commits), and
+        stay when the copy then fails; the copy runs again from a fresh source snapshot.
+        """
         ctx = self.context
         if ctx.target.version < MIN_TARGET_VERSION:
             raise StagecopyError(
@@ -111,6 +120,21 @@ class TableCopier:
                 "15 or newer (MERGE)",
                 table=ctx.label,
             )
+        for _ in range(_LABEL_ROUNDS):
+            try:
+                return self._run_once()
+            except LabelsPending as pending:
+                add_enum_labels(ctx, pending.statements)
+                # The next attempt reads a snapshot taken after its lock, as the first did.
+                ctx.source.restart()
+        raise UserTypeError(
+            f"the source's enums kept gaining labels over {_LABEL_ROUNDS} attempts",
+            table=ctx.label,
+        )
+
+    def _run_once(self) -> CopyResult:
+        """One attempt: the whole copy in one target transaction."""
+        ctx = self.context
         # Parallel streams load a staging table other sessions committed: after a failure it
         # outlives the rollback, so it is dropped once the transaction has ended.
         parallel_staging = ctx.new_staging_name()

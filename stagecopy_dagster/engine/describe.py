@@ -5,10 +5,13 @@ it (key, watermark, scope, column selection and masks); nothing is written.
 :func:`prepare_target` creates the target table (key and index deferred until the rows are in)
 or reconciles it as :func:`~stagecopy_dagster.engine.schema.plan_schema` decides under the
 table's `on_schema_change`: refused before any change, or changed with ADD COLUMN and ALTER.
+Either way the user-defined types the copied columns use are made to match the source's first
+(:mod:`~stagecopy_dagster.engine.usertypes`), in the same transaction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -22,6 +25,7 @@ from stagecopy_dagster.engine.context import CopyContext
 from stagecopy_dagster.engine.schema import SchemaPlan, plan_schema
 from stagecopy_dagster.engine.selection import select_columns
 from stagecopy_dagster.engine.types import SourceFacts, TargetFacts
+from stagecopy_dagster.engine.usertypes import check_user_types, ensure_user_types
 from stagecopy_dagster.errors import SchemaMismatchError, SourceError, SpecError, describe_db_error
 from stagecopy_dagster.identifiers import QualifiedName, clip_identifier
 from stagecopy_dagster.masking import install_mask_key, mask_key
@@ -115,11 +119,17 @@ def prepare_target(ctx: CopyContext, source: SourceFacts) -> TargetFacts:
     with ctx.target.step("prepare"):
         oid = catalog.relation_oid(ctx.target.conn, ctx.target_name)
         if oid is None:
-            created = _create_target(ctx, source)
+            changes = check_user_types(ctx, source.columns)  # a differing type: before a write
+            # Before the types: they may create the table's schema too.
+            schema_created = _create_schema(ctx)
+            types = ensure_user_types(ctx, changes)
+            created = _create_target(ctx, source, schema_created=schema_created)
             if not ctx.dry_run:  # a dry run did not create the table to plan against
                 _check_scope_on_target(ctx, [c.name for c in source.columns])
-            return created
+            return dataclasses.replace(created, types_created=types.created)
         ctx.target.execute(st.lock_table(ctx.target_name))
+        # The types first: a column added or widened below may use one.
+        types = ensure_user_types(ctx, check_user_types(ctx, source.columns))
         plan = _reconcile(ctx, source, oid)
         _check_scope_on_target(ctx, [c.name for c in plan.columns])
         return TargetFacts(
@@ -131,6 +141,7 @@ def prepare_target(ctx: CopyContext, source: SourceFacts) -> TargetFacts:
             columns=plan.columns,
             nulled=plan.nulled,
             schema_changes=plan.changes,
+            types_created=types.created,
         )
 
 
@@ -169,15 +180,20 @@ def _check_scope_on_target(ctx: CopyContext, names: Sequence[str]) -> None:
     catalog.check_functions(ctx.target.conn, where, what="where")
 
 
-def _create_target(ctx: CopyContext, source: SourceFacts) -> TargetFacts:
-    """Create the target table (and its schema); its key and index wait for the rows."""
+def _create_schema(ctx: CopyContext) -> bool:
+    """Create the target table's schema if it is missing; whether it was."""
+    schema = ctx.target_name.schema
+    # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists.
+    if ctx.target.scalar(st.SCHEMA_EXISTS, (schema,)) is not None:
+        return False
+    ctx.target.execute(st.create_schema(schema))
+    return True
+
+
+def _create_target(ctx: CopyContext, source: SourceFacts, *, schema_created: bool) -> TargetFacts:
+    """Create the target table (its schema exists); its key and index wait for the rows."""
     target = ctx.target_name
     spec = ctx.table
-    schema_created = False
-    # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists.
-    if ctx.target.scalar(st.SCHEMA_EXISTS, (target.schema,)) is None:
-        ctx.target.execute(st.create_schema(target.schema))
-        schema_created = True
     ctx.target.execute(st.create_table(target, source.columns, None))
     deferred: list[sql.Composed] = []
     if source.key and (spec.mode.needs_key or spec.primary_key):

@@ -62,6 +62,8 @@ class PlanFacts:
     """Every key column travels in binary COPY (no domain, composite, array or user type)."""
     same_binary_types: bool
     """Every copied column has the same, portable type on both sides."""
+    types_created: bool = False
+    """A user type is new in this (uncommitted) run: other sessions cannot see it."""
     can_open_sessions: bool = True
     """More connections can be opened (needed by parallel streams)."""
     dry_run: bool = False
@@ -102,6 +104,7 @@ class PlanFacts:
                 c.binary_safe and at_source[c.name].binary_safe and at_source[c.name].type == c.type
                 for c in target.columns
             ),
+            types_created=bool(target.types_created),
             can_open_sessions=can_open_sessions,
             dry_run=dry_run,
         )
@@ -162,13 +165,14 @@ def plan_copy(facts: PlanFacts) -> CopyPlan:
 
 
 def _streams(facts: PlanFacts) -> int:
-    """N streams split the source's heap blocks; only a table, with a schema others can see."""
+    """N streams split the source's heap blocks: only a table whose schema and types others see."""
     if (
         facts.parallel <= 1
         or facts.dry_run
         or not facts.can_open_sessions
         or not facts.source_is_table
         or facts.schema_created
+        or facts.types_created
     ):
         return 1
     return facts.parallel

@@ -43,6 +43,11 @@ class SourceSnapshot:
         self.conn = conn
         self.version = catalog.server_version(conn)
 
+    def restart(self) -> None:
+        """End this snapshot and open a fresh one on the same connection."""
+        self.conn.rollback()
+        begin_read_only(self.conn)
+
     @classmethod
     @contextmanager
     def begin(cls, conn: psycopg.Connection) -> Generator[SourceSnapshot, None, None]:

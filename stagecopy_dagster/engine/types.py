@@ -38,7 +38,55 @@ class Column:
     identity_always: bool = False
     """A `GENERATED ALWAYS AS IDENTITY` column: written with OVERRIDING SYSTEM VALUE."""
     binary_safe: bool = True
-    """Whether binary COPY of this type is portable between databases (no user type OIDs)."""
+    """Whether binary COPY of this type is portable between databases (no user type OIDs) and
+    reads back what it writes (not tsquery: an empty one fails to load)."""
+
+
+UserTypeKind = Literal["enum", "domain", "composite", "range"]
+
+
+@dataclass(frozen=True)
+class TypeAttribute:
+    """One attribute of a composite type."""
+
+    name: str
+    type: str
+    """`format_type()` of the attribute."""
+    collation: str | None = None
+    """A collation other than the type's default, as a quoted qualified name."""
+
+
+@dataclass(frozen=True)
+class UserType:
+    """A user-defined type a copied column uses, as a catalog defines it.
+
+    Texts (types, expressions, collations, functions) are the catalog's own renderings
+    (`format_type`, `pg_get_constraintdef`, quoted qualified names), so two servers that define
+    the type alike describe it alike.
+    """
+
+    name: QualifiedName
+    kind: UserTypeKind
+    labels: tuple[str, ...] = ()
+    """enum: the labels in sort order."""
+    base: str = ""
+    """domain: the base type; range: the subtype (`format_type`)."""
+    collation: str | None = None
+    """domain, range: a collation other than the base type's default."""
+    not_null: bool = False
+    """domain: NOT NULL."""
+    default: str | None = None
+    """domain: the default expression."""
+    checks: tuple[tuple[str, str], ...] = ()
+    """domain: (constraint name, `CHECK (...)`) in name order."""
+    attributes: tuple[TypeAttribute, ...] = ()
+    """composite: the attributes in order."""
+    opclass: str | None = None
+    """range: a subtype operator class other than the default."""
+    subtype_diff: str | None = None
+    """range: the subtype difference function."""
+    multirange: str | None = None
+    """range: the name of its multirange type (same schema; PostgreSQL 14+)."""
 
 
 ProgressCallback = Callable[["Progress"], None]
@@ -234,6 +282,8 @@ class TargetFacts:
     """Target columns gone from the source: NULL in new and changed rows."""
     schema_changes: tuple[SchemaChange, ...] = ()
     """What `on_schema_change` did or left undone this run, column by column."""
+    types_created: tuple[QualifiedName, ...] = ()
+    """User types this run created for the columns (others cannot see them before the commit)."""
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,14 @@ RELATION_OID = sql.SQL(
     "WHERE n.nspname = %s AND c.relname = %s"
 )
 
+#: The last column says whether binary COPY of the type is portable: built-in types and enums,
+#: but not tsquery, whose empty value binary COPY writes and cannot read back ("malformed
+#: tsquery: operand not found", PostgreSQL 15 and 18).
 COLUMNS = sql.SQL(
     "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, "
     "a.attgenerated <> '', a.attidentity = 'a', "
-    "(t.typtype IN ('b', 'e', 'r', 'm') AND (t.oid < 16384 OR t.typtype = 'e')) "
+    "(t.typtype IN ('b', 'e', 'r', 'm') AND (t.oid < 16384 OR t.typtype = 'e') "
+    "AND t.oid NOT IN ('pg_catalog.tsquery'::regtype, 'pg_catalog._tsquery'::regtype)) "
     "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
     "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
 )
@@ -37,7 +41,8 @@ PRIMARY_KEY = sql.SQL(
 
 FORMAT_TYPE = sql.SQL(
     "SELECT pg_catalog.format_type(%s, %s), "
-    "(t.typtype IN ('b', 'e', 'r', 'm') AND (t.oid < 16384 OR t.typtype = 'e')) "
+    "(t.typtype IN ('b', 'e', 'r', 'm') AND (t.oid < 16384 OR t.typtype = 'e') "
+    "AND t.oid NOT IN ('pg_catalog.tsquery'::regtype, 'pg_catalog._tsquery'::regtype)) "
     "FROM pg_catalog.pg_type t WHERE t.oid = %s"
 )
 

@@ -14,6 +14,9 @@ SESSION_SETTINGS: dict[str, str] = {
     "extra_float_digits": "3",
     "bytea_output": "hex",
     "client_encoding": "UTF8",
+    # money's text is the locale's (symbol, separators, fraction digits): "C" prints and reads
+    # the stored amount alike on both sides, whatever lc_monetary each server defaults to.
+    "lc_monetary": "C",
 }
 
 
