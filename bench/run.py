@@ -56,10 +56,16 @@ class Runner:
     """Holds the clusters, the source's current digest and the samples taken so far."""
 
     def __init__(
-        self, clusters: BenchClusters, rows: int, *, write_block: int | None = None
+        self,
+        clusters: BenchClusters,
+        rows: int,
+        *,
+        write_block: int | None = None,
+        shape: ds.Shape = ds.NARROW,
     ) -> None:
         self.cl = clusters
         self.rows = rows
+        self.shape = shape
         self.psql = clusters.psql()
         self.samples: list[Sample] = []
         self.source_digest = ds.Digest(0, 0)
@@ -88,7 +94,7 @@ class Runner:
                 f.result()
 
     def target_digest(self, table: QualifiedName) -> ds.Digest:
-        return self.on_target(lambda c: ds.table_digest(c, table))
+        return self.on_target(lambda c: ds.table_digest(c, table, shape=self.shape))
 
     def verify(self, key: str, table: QualifiedName, expected: ds.Digest) -> None:
         got = self.target_digest(table)
@@ -111,7 +117,7 @@ class Runner:
         return result
 
     def target_count(self, table: QualifiedName) -> int:
-        return self.on_target(lambda c: ds.table_digest(c, table, count_only=True).rows)
+        return self.on_target(lambda c: ds.table_digest(c, table, count_only=True, shape=self.shape).rows)
 
     def _child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -215,11 +221,11 @@ class Runner:
 
     def setup_source(self) -> None:
         started = time.perf_counter()
-        self.on_source(lambda c: ds.create_source(c, ds.SOURCE_TABLE, self.rows))
+        self.on_source(lambda c: ds.create_source(c, ds.SOURCE_TABLE, self.rows, shape=self.shape))
         heap, total = self.on_source(lambda c: ds.relation_size(c, ds.SOURCE_TABLE))
-        self.source_digest = self.on_source(lambda c: ds.table_digest(c, ds.SOURCE_TABLE))
+        self.source_digest = self.on_source(lambda c: ds.table_digest(c, ds.SOURCE_TABLE, shape=self.shape))
         log(
-            f"source: {self.rows} rows, heap {heap / 1e6:.0f} MB, with indexes "
+            f"source ({self.shape.name}): {self.rows} rows, heap {heap / 1e6:.0f} MB, with indexes "
             f"{total / 1e6:.0f} MB, made in {time.perf_counter() - started:.0f} s"
         )
         self.on_target(
@@ -230,9 +236,9 @@ class Runner:
 
     def update_slice(self, slice_no: int) -> int:
         def change(conn: psycopg.Connection) -> int:
-            before = ds.table_digest(conn, ds.SOURCE_TABLE, slice_no=slice_no)
+            before = ds.table_digest(conn, ds.SOURCE_TABLE, slice_no=slice_no, shape=self.shape)
             changed = ds.update_slice(conn, ds.SOURCE_TABLE, slice_no)
-            after = ds.table_digest(conn, ds.SOURCE_TABLE, slice_no=slice_no)
+            after = ds.table_digest(conn, ds.SOURCE_TABLE, slice_no=slice_no, shape=self.shape)
             self.source_digest = self.source_digest - before + after
             return changed
 
@@ -240,7 +246,7 @@ class Runner:
 
     def delete_slice(self, slice_no: int) -> tuple[int, ds.Digest]:
         def change(conn: psycopg.Connection) -> tuple[int, ds.Digest]:
-            before = ds.table_digest(conn, ds.SOURCE_TABLE, slice_no=slice_no)
+            before = ds.table_digest(conn, ds.SOURCE_TABLE, slice_no=slice_no, shape=self.shape)
             deleted = ds.delete_slice(conn, ds.SOURCE_TABLE, slice_no)
             self.source_digest = self.source_digest - before
             return deleted, before
@@ -256,7 +262,7 @@ class Runner:
         self.on_source(change)
 
     def check_source_digest(self) -> None:
-        full = self.on_source(lambda c: ds.table_digest(c, ds.SOURCE_TABLE))
+        full = self.on_source(lambda c: ds.table_digest(c, ds.SOURCE_TABLE, shape=self.shape))
         if full != self.source_digest:
             raise BenchFailure(f"bookkeeping: source is {full}, booked {self.source_digest}")
 
@@ -269,7 +275,9 @@ class Runner:
 
         def recreate(conn: psycopg.Connection) -> None:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table.identifier))
-            conn.execute(ds.create_table_sql(table, primary_key=primary_key, unlogged=unlogged))
+            conn.execute(ds.create_table_sql(
+                    table, primary_key=primary_key, unlogged=unlogged, shape=self.shape
+                ))
 
         self.on_target(recreate)
         self.checkpoint()
@@ -277,8 +285,8 @@ class Runner:
             self.psql,
             self.cl.source,
             self.cl.target,
-            copy_out_sql(ds.SOURCE_TABLE),
-            copy_in_sql(table),
+            copy_out_sql(ds.SOURCE_TABLE, self.shape),
+            copy_in_sql(table, self.shape),
         )
         if verify:
             self.verify(key, table, self.source_digest)
@@ -407,9 +415,9 @@ class Runner:
         made = rows != self.rows
         if made:
             log(f"memory: making a {rows}-row source table")
-            self.on_source(lambda c: ds.create_source(c, table, rows))
+            self.on_source(lambda c: ds.create_source(c, table, rows, shape=self.shape))
         source = table if made else ds.SOURCE_TABLE
-        digest = self.on_source(lambda c: ds.table_digest(c, source))
+        digest = self.on_source(lambda c: ds.table_digest(c, source, shape=self.shape))
         self.on_target(
             lambda c: c.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table.identifier))
         )

@@ -38,9 +38,9 @@ from stagecopy_dagster.errors import (
     StagecopyError,
     wrap_db_error,
 )
-from stagecopy_dagster.integrity import IntegrityReport, compare, portable_columns
+from stagecopy_dagster.integrity import IntegrityReport, Window, compare, portable_columns
 from stagecopy_dagster.retry import call_with_retries
-from stagecopy_dagster.spec import TableSpec
+from stagecopy_dagster.spec import Mode, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +187,19 @@ def _compared_columns(
 def _compare_after_copy(
     table: TableSpec, snap: SourceSnapshot, tgt: psycopg.Connection, result: CopyResult
 ) -> IntegrityReport:
+    """The check that runs with a copy: it verifies what the copy claims.
+
+    A full copy claims the whole scope: every row is compared (`check_scope: full`). An
+    incremental copy claims its window: the window's rows are compared and the rest of the
+    scope counted (`check_scope: window`); the full comparison is `verify` (`stagecopy check`).
+    """
     relation = table.source if table.source is not None else table.query
     assert relation is not None
+    window = None
+    if table.incremental_field is not None and result.window_start is not None:
+        window = Window(
+            table.incremental_field, result.window_start, inclusive=table.mode is not Mode.APPEND
+        )
     with _read_only(table, tgt):
         return compare(
             table,
@@ -199,6 +210,7 @@ def _compare_after_copy(
             key=result.key,
             same_snapshot=True,
             hashable=portable_columns(result.columns, snap.version, result.server_version),
+            window=window,
         )
 
 

@@ -180,4 +180,5 @@ class TableCopier:
             server_version=outcome.job.target.version,
             steps=dict(self.context.target.steps),
             rows_compared=counts.rows_compared,
+            window_start=outcome.job.watermark,
         )

@@ -198,6 +198,9 @@ class CopyResult:
     """Seconds per step, in order."""
     rows_compared: int = 0
     """Source rows whose key and row hash the `diff` path compared with the target."""
+    window_start: object = None
+    """The watermark this run read from (its window: `incremental_field >= window_start`);
+    None when it read the whole scope."""
 
     @property
     def seconds(self) -> float:

@@ -63,6 +63,7 @@ from stagecopy_dagster.statements.digests import (
     bucket_digests,
     has_portable_hash,
     row_digests,
+    window_digests,
 )
 from stagecopy_dagster.statements.scope import (
     count_rows,
@@ -73,6 +74,7 @@ from stagecopy_dagster.statements.scope import (
     select_rows,
     source_relation,
     watermark_signature,
+    window_condition,
 )
 from stagecopy_dagster.statements.session import (
     EAGER_PARALLEL,
@@ -125,6 +127,7 @@ __all__ = [
     "select_rows",
     "source_relation",
     "watermark_signature",
+    "window_condition",
     # transfer
     "copy_in",
     "copy_out",
@@ -161,4 +164,5 @@ __all__ = [
     "bucket_digests",
     "has_portable_hash",
     "row_digests",
+    "window_digests",
 ]

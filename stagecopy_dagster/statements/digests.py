@@ -13,7 +13,7 @@ from psycopg import sql
 
 from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.sqlguard import CheckedSql
-from stagecopy_dagster.statements.compose import column_list
+from stagecopy_dagster.statements.compose import all_of, column_list
 from stagecopy_dagster.statements.scope import scope_filter, source_relation
 
 #: Rows are spread over this many buckets; only buckets whose digests differ are read row by row.
@@ -92,6 +92,33 @@ def bucket_digests(
     )
 
 
+def window_digests(
+    relation: QualifiedName | CheckedSql,
+    columns: Sequence[str],
+    *,
+    key: Sequence[str],
+    where: CheckedSql | None,
+    window: sql.Composable,
+    hashable: Collection[str] = (),
+) -> sql.Composed:
+    """:func:`bucket_digests` of the rows in `window`, and one NULL bucket counting the rest.
+
+    One scan of the scope gives both what an incremental run's check compares: the digests of
+    the window it copied, and the count of the scope's rows outside it. Only rows in the
+    window are hashed, so wide rows outside it are never detoasted.
+    """
+    return sql.SQL(
+        "SELECT b, count(*), sum(h) FROM (SELECT CASE WHEN {window} THEN {bucket} END AS b, "
+        "CASE WHEN {window} THEN {row} END AS h FROM {rel}{where} OFFSET 0) AS d GROUP BY 1"
+    ).format(
+        window=window,
+        bucket=_bucket_of(key, hashable),
+        row=_row_hash(columns, hashable, 1),
+        rel=source_relation(relation),
+        where=scope_filter(where),
+    )
+
+
 def row_digests(
     relation: QualifiedName | CheckedSql,
     columns: Sequence[str],
@@ -100,8 +127,9 @@ def row_digests(
     where: CheckedSql | None,
     buckets: Sequence[int],
     hashable: Collection[str] = (),
+    window: sql.Composable | None = None,
 ) -> sql.Composed:
-    """Key text and row hash of the rows in scope whose bucket is one of `buckets`.
+    """Key text and row hash of the rows in scope (and `window`) whose bucket is in `buckets`.
 
     The buckets are a literal, not a bind parameter: the statement holds the user's `where`,
     whose `%` (as in `LIKE 'a%'`) must not be read as a placeholder.
@@ -109,9 +137,10 @@ def row_digests(
     in_buckets = sql.SQL("{} = ANY({}::int[])").format(
         _bucket_of(key, hashable), sql.Literal("{" + ",".join(str(int(b)) for b in buckets) + "}")
     )
+    extra = in_buckets if window is None else all_of([window, in_buckets])
     return sql.SQL("SELECT {key}, {row} FROM {rel}{where}").format(
         key=_row_text(key),
         row=_row_hash(columns, hashable, 1),
         rel=source_relation(relation),
-        where=scope_filter(where, extra=in_buckets),
+        where=scope_filter(where, extra=extra),
     )
