@@ -5,7 +5,8 @@ One round, in this order, each step timed alone after a CHECKPOINT on both clust
 1. F2 and Fpk floors (psql | psql);
 2. (a) initial load into an empty target (merge);
 3. 1% of the source rows updated; (b) full re-copy (merge, no watermark);
-4. another 1% updated; (c) incremental run (`incremental_field: updated_at`);
+4. another 1% updated; (c) incremental run (`incremental_field: updated_at`) with the check
+   that runs with it (`check_scope: window`);
 5. 1% of the source keys deleted; (d') the full merge, then (d) the same run in mode sync;
 6. (e) the integrity check alone (`runner.verify`, as `stagecopy check` runs it) over all rows;
 7. deleted rows put back (untimed), VACUUM ANALYZE the source.
@@ -117,7 +118,9 @@ class Runner:
         return result
 
     def target_count(self, table: QualifiedName) -> int:
-        return self.on_target(lambda c: ds.table_digest(c, table, count_only=True, shape=self.shape).rows)
+        return self.on_target(
+            lambda c: ds.table_digest(c, table, count_only=True, shape=self.shape).rows
+        )
 
     def _child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -138,10 +141,12 @@ class Runner:
         check_only: bool = False,
         parallel: int = 1,
         diff: bool = True,
+        verify: bool = False,
     ) -> dict[str, Any]:
         """One job for the `bench.copy_once --serve` worker; its JSON report."""
         job = {
             "diff": diff,
+            "verify": verify,
             "source": f"{source.schema}.{source.name}",
             "target": f"{target.schema}.{target.name}",
             "mode": mode,
@@ -223,7 +228,9 @@ class Runner:
         started = time.perf_counter()
         self.on_source(lambda c: ds.create_source(c, ds.SOURCE_TABLE, self.rows, shape=self.shape))
         heap, total = self.on_source(lambda c: ds.relation_size(c, ds.SOURCE_TABLE))
-        self.source_digest = self.on_source(lambda c: ds.table_digest(c, ds.SOURCE_TABLE, shape=self.shape))
+        self.source_digest = self.on_source(
+            lambda c: ds.table_digest(c, ds.SOURCE_TABLE, shape=self.shape)
+        )
         log(
             f"source ({self.shape.name}): {self.rows} rows, heap {heap / 1e6:.0f} MB, with indexes "
             f"{total / 1e6:.0f} MB, made in {time.perf_counter() - started:.0f} s"
@@ -275,9 +282,11 @@ class Runner:
 
         def recreate(conn: psycopg.Connection) -> None:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table.identifier))
-            conn.execute(ds.create_table_sql(
+            conn.execute(
+                ds.create_table_sql(
                     table, primary_key=primary_key, unlogged=unlogged, shape=self.shape
-                ))
+                )
+            )
 
         self.on_target(recreate)
         self.checkpoint()
@@ -369,11 +378,14 @@ class Runner:
             )
         )
         self.checkpoint()
-        c = self.record("c", run, self.copier(mode="merge", incremental=True))
+        # With the check that runs with it, as the asset runs them: the window it copied.
+        c = self.record("c", run, self.copier(mode="merge", incremental=True, verify=True))
         # The watermark is inclusive: the newest row of the previous change is read again.
         if not changed <= c.rows <= changed + 1:
             raise BenchFailure(f"c: copied {c.rows} rows for {changed} changed")
         self.expect("c", "updated", c.detail["updated"], changed)
+        self.expect("c", "check", (c.detail["passed"], c.detail["check_scope"]), (True, "window"))
+        self.expect("c", "rows checked", c.detail["window_rows"], c.rows)
 
     def _deletes(self, run: int, gone: int) -> tuple[int, ds.Digest]:
         """(d') merge and (d) sync, from the same state: 1% of the keys deleted at the source."""

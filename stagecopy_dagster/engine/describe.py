@@ -17,6 +17,7 @@ from psycopg import sql
 from stagecopy_dagster import catalog
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine.context import CopyContext
+from stagecopy_dagster.engine.plan import IndexBuild, plan_index_build
 from stagecopy_dagster.engine.types import Column, SourceFacts, TargetFacts
 from stagecopy_dagster.errors import SchemaMismatchError, SourceError, SpecError, describe_db_error
 from stagecopy_dagster.identifiers import QualifiedName, clip_identifier
@@ -39,12 +40,16 @@ def describe_source(ctx: CopyContext) -> SourceFacts:
             columns = catalog.columns(conn, oid)
             default_key = catalog.primary_key(conn, oid)
             relation = spec.source
+            key_first = (spec.primary_key or default_key)[:1]
+            watched = [*key_first, *([spec.incremental_field] if spec.incremental_field else [])]
+            size = catalog.table_size(conn, oid, spec.source, watched)
         else:
             assert spec.query is not None
             catalog.check_functions(conn, spec.query, what="query")
             columns = catalog.query_columns(conn, spec.query)
             default_key = ()
             relation = spec.query
+            size = None
         key = tuple(spec.primary_key or default_key)
         _check_names(ctx, [c.name for c in columns], key)
         if spec.where is not None:
@@ -57,6 +62,7 @@ def describe_source(ctx: CopyContext) -> SourceFacts:
         key,
         key_is_source_pk=bool(default_key) and set(key) == set(default_key),
         version=ctx.source.version,
+        size=size,
     )
 
 
@@ -168,7 +174,11 @@ def _check_scope_on_target(ctx: CopyContext, names: Sequence[str]) -> None:
 
 
 def _create_target(ctx: CopyContext, source: SourceFacts) -> TargetFacts:
-    """Create the target table (and its schema); its key and index wait for the rows."""
+    """Create the target table (and its schema); key and index now or once the rows are in.
+
+    :func:`~stagecopy_dagster.engine.plan.plan_index_build` decides each from the source's
+    statistics (row width, table size, the column's order in the heap).
+    """
     target = ctx.target_name
     spec = ctx.table
     schema_created = False
@@ -176,15 +186,26 @@ def _create_target(ctx: CopyContext, source: SourceFacts) -> TargetFacts:
     if ctx.target.scalar(st.SCHEMA_EXISTS, (target.schema,)) is None:
         ctx.target.execute(st.create_schema(target.schema))
         schema_created = True
-    ctx.target.execute(st.create_table(target, source.columns, None))
+    key_now = False
     deferred: list[sql.Composed] = []
     if source.key and (spec.mode.needs_key or spec.primary_key):
-        deferred.append(st.add_primary_key(target, source.key))
+        build = plan_index_build(
+            source.size, source.key[0], may_refuse_rows=not source.key_is_source_pk
+        )
+        key_now = build is IndexBuild.BEFORE_LOAD
+        if not key_now:
+            deferred.append(st.add_primary_key(target, source.key))
+    ctx.target.execute(st.create_table(target, source.columns, source.key if key_now else None))
     if spec.incremental_field:
         # Not `<table>_<field>_idx`: clipped to 63 bytes that can equal a long table's name.
         digest = hashlib.sha1(f"{target.schema}.{target.name}".encode()).hexdigest()[:10]
         index = clip_identifier(f"stagecopy_{digest}_{spec.incremental_field}")
-        deferred.append(st.create_index(target, index, spec.incremental_field))
+        create = st.create_index(target, index, spec.incremental_field)
+        build = plan_index_build(source.size, spec.incremental_field, may_refuse_rows=False)
+        if build is IndexBuild.BEFORE_LOAD:
+            ctx.target.execute(create)
+        else:
+            deferred.append(create)
     return TargetFacts(
         version=ctx.target.version,
         created=True,

@@ -9,11 +9,13 @@ Nothing here touches a database, so every decision is a row in a unit-test table
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from stagecopy_dagster.engine.types import (
     CopyFormat,
     CopyPath,
     SourceFacts,
+    SourceSize,
     SyncForm,
     TargetFacts,
 )
@@ -207,3 +209,54 @@ def _sync_form(facts: PlanFacts, path: CopyPath) -> SyncForm:
     if facts.target_version >= MERGE_RETURNING_VERSION:
         return SyncForm.IN_MERGE
     return SyncForm.AGAINST_STAGING
+
+
+# --- how a created table gets its key and watermark index ---------------------------------------
+
+
+class IndexBuild(StrEnum):
+    """When the key (or the watermark index) of a table this run creates is built."""
+
+    BEFORE_LOAD = "before_load"
+    """With the table: every row enters the B-tree as it is copied."""
+    AFTER_LOAD = "after_load"
+    """Once the rows are in: one scan of the new heap and one sort (parallel workers where the
+    server allows `max_parallel_maintenance_workers`)."""
+
+
+#: Heap bytes per row from which building after the load costs more than it saves: the build
+#: scans the whole new heap again, and that scan grows with the row, while inserting a key that
+#: arrives in order costs the same per row however wide the row is. Measured in
+#: docs/performance.md (narrow ~290 bytes/row: after the load wins; ~1 KB/row: before).
+WIDE_ROW_BYTES = 700
+#: Values arriving in index order (|pg_stats.correlation| at least this) are appended at the
+#: B-tree's right edge, the cheap case; scattered values make every insert a random descent.
+IN_ORDER_CORRELATION = 0.9
+#: Below this heap size the choice does not matter (well under a second either way).
+SMALL_TABLE_BYTES = 64 * 1024 * 1024
+
+
+def plan_index_build(size: SourceSize | None, column: str, *, may_refuse_rows: bool) -> IndexBuild:
+    """Build an index on `column` of a created table before or after its first load.
+
+    Before the load only when the source's statistics show wide rows (at least
+    :data:`WIDE_ROW_BYTES` of heap a row) in a table that is not small and whose `column`
+    values lie in heap order, and never for a key the rows may not fit (`may_refuse_rows`: a
+    key the source does not enforce), so a load cannot fail on the key half way. Otherwise
+    (narrow rows, no statistics, a query, scattered values) after the load, the measured
+    default.
+
+    Example:
+        >>> plan_index_build(SourceSize(1.5e6, 1_500_000_000, (("id", 1.0),)), "id",
+        ...                  may_refuse_rows=False)
+        <IndexBuild.BEFORE_LOAD: 'before_load'>
+    """
+    if size is None or may_refuse_rows or size.heap_bytes < SMALL_TABLE_BYTES:
+        return IndexBuild.AFTER_LOAD
+    per_row = size.bytes_per_row
+    order = size.correlation_of(column)
+    if per_row is None or order is None:
+        return IndexBuild.AFTER_LOAD
+    if per_row >= WIDE_ROW_BYTES and abs(order) >= IN_ORDER_CORRELATION:
+        return IndexBuild.BEFORE_LOAD
+    return IndexBuild.AFTER_LOAD

@@ -24,6 +24,7 @@ from stagecopy_dagster.statements.apply import (
     merge,
 )
 from stagecopy_dagster.statements.catalog import (
+    COLUMN_CORRELATION,
     COLUMNS,
     ESTIMATED_ROWS,
     FORMAT_TYPE,
@@ -31,6 +32,7 @@ from stagecopy_dagster.statements.catalog import (
     PRIMARY_KEY,
     RELATION_BLOCKS,
     RELATION_OID,
+    RELATION_SIZE,
     SCHEMA_EXISTS,
     TABLE_CHANGE_COUNTERS,
     VOLATILE_FUNCTIONS,
@@ -108,6 +110,7 @@ __all__ = [
     "set_session",
     "set_snapshot",
     # catalog
+    "COLUMN_CORRELATION",
     "COLUMNS",
     "ESTIMATED_ROWS",
     "FORMAT_TYPE",
@@ -115,6 +118,7 @@ __all__ = [
     "PRIMARY_KEY",
     "RELATION_BLOCKS",
     "RELATION_OID",
+    "RELATION_SIZE",
     "SCHEMA_EXISTS",
     "TABLE_CHANGE_COUNTERS",
     "VOLATILE_FUNCTIONS",
