@@ -63,9 +63,9 @@ from stagecopy_dagster.statements.diff import (
 from stagecopy_dagster.statements.digests import (
     CHECK_BUCKETS,
     bucket_digests,
+    count_scope,
     has_portable_hash,
     row_digests,
-    window_digests,
 )
 from stagecopy_dagster.statements.scope import (
     count_rows,
@@ -166,7 +166,7 @@ __all__ = [
     # digests
     "CHECK_BUCKETS",
     "bucket_digests",
+    "count_scope",
     "has_portable_hash",
     "row_digests",
-    "window_digests",
 ]

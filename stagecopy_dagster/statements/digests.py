@@ -72,12 +72,14 @@ def bucket_digests(
     key: Sequence[str],
     where: CheckedSql | None,
     hashable: Collection[str] = (),
+    window: sql.Composable | None = None,
 ) -> sql.Composed:
     """Per bucket of keys: row count and the sum of row hashes, for the rows in scope.
 
     Both sides compute this over the same columns with the same session settings, so equal
     rows give equal hashes; a bucket whose (count, sum) differ holds a difference. Columns in
-    `hashable` (see :func:`has_portable_hash`) are hashed in binary, the rest as text.
+    `hashable` (see :func:`has_portable_hash`) are hashed in binary, the rest as text. With
+    `window` (an incremental copy's `field >= start`), only the rows in it.
     """
     # The sub-select (OFFSET 0 keeps it from being flattened) hands the aggregate 12-byte
     # (bucket, hash) pairs instead of whole rows, which otherwise spill to temp files.
@@ -88,34 +90,18 @@ def bucket_digests(
         bucket=_bucket_of(key, hashable),
         row=_row_hash(columns, hashable, 1),
         rel=source_relation(relation),
-        where=scope_filter(where),
+        where=scope_filter(where, extra=window),
     )
 
 
-def window_digests(
-    relation: QualifiedName | CheckedSql,
-    columns: Sequence[str],
-    *,
-    key: Sequence[str],
-    where: CheckedSql | None,
-    window: sql.Composable,
-    hashable: Collection[str] = (),
-) -> sql.Composed:
-    """:func:`bucket_digests` of the rows in `window`, and one NULL bucket counting the rest.
+def count_scope(relation: QualifiedName | CheckedSql, where: CheckedSql | None) -> sql.Composed:
+    """`SELECT count(*)` of the rows in scope (with the window check's digests of its window).
 
-    One scan of the scope gives both what an incremental run's check compares: the digests of
-    the window it copied, and the count of the scope's rows outside it. Only rows in the
-    window are hashed, so wide rows outside it are never detoasted.
+    Counting apart from hashing the window lets each use its own plan: an index on the
+    watermark column for the window, a scan that reads no column for the count.
     """
-    return sql.SQL(
-        "SELECT b, count(*), sum(h) FROM (SELECT CASE WHEN {window} THEN {bucket} END AS b, "
-        "CASE WHEN {window} THEN {row} END AS h FROM {rel}{where} OFFSET 0) AS d GROUP BY 1"
-    ).format(
-        window=window,
-        bucket=_bucket_of(key, hashable),
-        row=_row_hash(columns, hashable, 1),
-        rel=source_relation(relation),
-        where=scope_filter(where),
+    return sql.SQL("SELECT count(*) FROM {rel}{where}").format(
+        rel=source_relation(relation), where=scope_filter(where)
     )
 
 
