@@ -1,7 +1,8 @@
 """A created table gets its key before or after the first load, as the source's statistics say.
 
 The rule itself is a table of cases in test_plan.py; here the copier reads the statistics of a
-real source and acts on the decision. The size floor is lowered so a small table counts.
+real source and acts on the decision. The size floor and the row width are lowered so a
+small table of ~830-byte rows is "wide" (the measured crossing point is near 4 KB a row).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ NARROW = "md5(g::text)"
 
 
 @pytest.fixture(autouse=True)
-def _no_size_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+def _small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(plan, "SMALL_TABLE_BYTES", 0)
+    monkeypatch.setattr(plan, "WIDE_ROW_BYTES", 500)
 
 
 @pytest.mark.parametrize(

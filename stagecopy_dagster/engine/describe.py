@@ -188,9 +188,14 @@ def _create_target(ctx: CopyContext, source: SourceFacts) -> TargetFacts:
         schema_created = True
     key_now = False
     deferred: list[sql.Composed] = []
+    cache = ctx.target.scalar(st.CACHE_BYTES) if source.size is not None else None
+    cache_bytes = None if cache is None else int(cache)
     if source.key and (spec.mode.needs_key or spec.primary_key):
         build = plan_index_build(
-            source.size, source.key[0], may_refuse_rows=not source.key_is_source_pk
+            source.size,
+            source.key[0],
+            may_refuse_rows=not source.key_is_source_pk,
+            cache_bytes=cache_bytes,
         )
         key_now = build is IndexBuild.BEFORE_LOAD
         if not key_now:
@@ -201,7 +206,9 @@ def _create_target(ctx: CopyContext, source: SourceFacts) -> TargetFacts:
         digest = hashlib.sha1(f"{target.schema}.{target.name}".encode()).hexdigest()[:10]
         index = clip_identifier(f"stagecopy_{digest}_{spec.incremental_field}")
         create = st.create_index(target, index, spec.incremental_field)
-        build = plan_index_build(source.size, spec.incremental_field, may_refuse_rows=False)
+        build = plan_index_build(
+            source.size, spec.incremental_field, may_refuse_rows=False, cache_bytes=cache_bytes
+        )
         if build is IndexBuild.BEFORE_LOAD:
             ctx.target.execute(create)
         else:

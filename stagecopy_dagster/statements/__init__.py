@@ -24,6 +24,7 @@ from stagecopy_dagster.statements.apply import (
     merge,
 )
 from stagecopy_dagster.statements.catalog import (
+    CACHE_BYTES,
     COLUMN_CORRELATION,
     COLUMNS,
     ESTIMATED_ROWS,
@@ -110,6 +111,7 @@ __all__ = [
     "set_session",
     "set_snapshot",
     # catalog
+    "CACHE_BYTES",
     "COLUMN_CORRELATION",
     "COLUMNS",
     "ESTIMATED_ROWS",

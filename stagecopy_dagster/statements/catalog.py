@@ -35,6 +35,12 @@ RELATION_SIZE = sql.SQL(
     "FROM pg_catalog.pg_class c WHERE c.oid = %s"
 )
 
+#: The server's idea of its page cache (`effective_cache_size`), in bytes.
+CACHE_BYTES = sql.SQL(
+    "SELECT setting::bigint * pg_catalog.pg_size_bytes(coalesce(unit, '1B')) "
+    "FROM pg_catalog.pg_settings WHERE name = 'effective_cache_size'"
+)
+
 #: How closely each column's values follow the heap's physical order (ANALYZE's estimate).
 COLUMN_CORRELATION = sql.SQL(
     "SELECT s.attname, s.correlation FROM pg_catalog.pg_stats s "
