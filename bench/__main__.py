@@ -101,7 +101,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.runs = 3
-    if (args.rows is not None and args.rows < 1000) or args.runs < 1 or args.competitor_runs < 1:
+    # --runs 0 with --memory: only the peak RSS lines (and the CLI's), no rounds.
+    min_runs = 0 if args.memory else 1
+    if (
+        (args.rows is not None and args.rows < 1000)
+        or args.runs < min_runs
+        or args.competitor_runs < 1
+    ):
         p.error("--rows must be at least 1000, --runs and --competitor-runs at least 1")
     return args
 
