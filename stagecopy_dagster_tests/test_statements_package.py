@@ -5,7 +5,7 @@ from __future__ import annotations
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine import types
 
-#: Every public name `statements.py` had before it became a package (issue #10).
+#: Every public name `statements.py` had before it became a package (issue #10), and since.
 PUBLIC_NAMES = {
     *("CHECK_BUCKETS", "COLUMNS", "Column", "CopyFormat", "EAGER_PARALLEL", "ESTIMATED_ROWS"),
     *("FORMAT_TYPE", "LEFTOVER_STAGING", "PRIMARY_KEY", "RELATION_BLOCKS", "RELATION_OID"),
@@ -20,6 +20,8 @@ PUBLIC_NAMES = {
     *("reset_local", "row_digests", "row_image_hash", "scope_filter", "select_key_hashes"),
     *("select_rows", "set_local", "set_session", "set_snapshot", "source_relation", "truncate"),
     *("type_sql", "watermark_signature"),
+    # Since: the key-build facts and the incremental window check (issue #12).
+    *("CACHE_BYTES", "COLUMN_CORRELATION", "RELATION_SIZE", "count_scope", "window_condition"),
 }
 
 
