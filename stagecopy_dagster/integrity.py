@@ -145,12 +145,15 @@ class _Scope:
     hashable: Sequence[str]
     window: Window | None = None
 
-    def digests(self, side: _Side) -> tuple[dict[int, tuple[int, Any]], int]:
+    def digests(
+        self, side: _Side, counted: int | None = None
+    ) -> tuple[dict[int, tuple[int, Any]], int]:
         """Row count and hash sum per bucket of keys on `side`, and the rows outside the window.
 
         Without a window every row in scope is in a bucket (0 outside). With one, the scope is
         counted apart: one statement hashes only the window's rows (an index on the watermark
         column serves it), one counts and reads no column; in one transaction, so they agree.
+        `counted`: the scope's rows on this side, already counted (then not counted again).
         """
         stmt = st.bucket_digests(
             side.relation,
@@ -163,9 +166,11 @@ class _Scope:
         buckets = {int(b): (int(n), s) for b, n, s in side.conn.execute(stmt).fetchall()}
         if self.window is None:
             return buckets, 0
-        row = side.conn.execute(st.count_scope(side.relation, self.where)).fetchone()
-        assert row is not None
-        return buckets, int(row[0]) - sum(n for n, _ in buckets.values())
+        if counted is None:
+            row = side.conn.execute(st.count_scope(side.relation, self.where)).fetchone()
+            assert row is not None
+            counted = int(row[0])
+        return buckets, counted - sum(n for n, _ in buckets.values())
 
     def rows(self, side: _Side, buckets: list[int]) -> list[tuple[str, int]]:
         """Key text and row hash of the rows on `side` in one of `buckets`."""
@@ -272,6 +277,7 @@ def compare(
     same_snapshot: bool,
     hashable: Sequence[str] = (),
     window: Window | None = None,
+    target_rows: int | None = None,
 ) -> IntegrityReport:
     """Compare source and target scopes; both connections must be inside a transaction.
 
@@ -280,7 +286,8 @@ def compare(
     text; both servers must be PostgreSQL 14+); see :func:`portable_columns`. With `window`
     (after an incremental copy) only the window's rows are compared row by row; the scope's
     rows outside it are counted on both sides, and a difference in that count is reported as
-    missing (or extra) rows without sample keys.
+    missing (or extra) rows without sample keys. `target_rows` (with `window`): the target
+    scope's rows as the copy counted them in its own transaction, so they are not counted again.
     """
     started = time.perf_counter()
     keyed = bool(key)
@@ -289,7 +296,7 @@ def compare(
     sides = (_Side(source, source_relation), _Side(target, table.target_table))
     with ThreadPoolExecutor(max_workers=2) as pool:
         src_f = pool.submit(scope.digests, sides[0])
-        tgt_f = pool.submit(scope.digests, sides[1])
+        tgt_f = pool.submit(scope.digests, sides[1], target_rows)
         (src_d, src_out), (tgt_d, tgt_out) = src_f.result(), tgt_f.result()
         differing = sorted(b for b in set(src_d) | set(tgt_d) if src_d.get(b) != tgt_d.get(b))
         tally = _drill_down(pool, sides, scope=scope, differing=differing, keyed=keyed)

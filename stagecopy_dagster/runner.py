@@ -211,6 +211,9 @@ def _compare_after_copy(
             same_snapshot=True,
             hashable=portable_columns(result.columns, snap.version, result.server_version),
             window=window,
+            # The copy counted the whole table in its own transaction: without a `where` that is
+            # the scope, exactly as this copy committed it, and a second full count is saved.
+            target_rows=result.target_rows if table.where is None else None,
         )
 
 
