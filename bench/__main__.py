@@ -35,12 +35,30 @@ TARGET_ROWS = 1_000_000
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--rows", type=int, default=TARGET_ROWS, help="rows in the source table")
+    p.add_argument(
+        "--shape",
+        choices=("narrow", "wide", "both"),
+        default="both",
+        help="data set: narrow (~280 B/row), wide (20 columns, ~1 KB/row, TOAST), or both",
+    )
+    p.add_argument(
+        "--rows",
+        type=int,
+        help="rows in the source table (default: 1,000,000 narrow, 1,500,000 wide)",
+    )
     p.add_argument("--runs", type=int, default=5, help="rounds; the table shows medians")
     p.add_argument("--pg", type=int, choices=(18, 15), default=18, help="PostgreSQL version")
     p.add_argument("--quick", action="store_true", help="100k rows, 3 runs (CI smoke)")
     p.add_argument(
-        "--memory", action="store_true", help="also measure peak RSS on 5x --rows (slow)"
+        "--memory",
+        action="store_true",
+        help="also measure the copier's peak RSS at the narrow rows and N x them (slow)",
+    )
+    p.add_argument(
+        "--memory-factor",
+        type=int,
+        default=5,
+        help="N for --memory (default 5; 10 gives the issue's 1M / 10M rows)",
     )
     p.add_argument(
         "--competitors",
@@ -82,10 +100,23 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     if args.quick:
-        args.rows, args.runs = 100_000, 3
-    if args.rows < 1000 or args.runs < 1 or args.competitor_runs < 1:
+        args.runs = 3
+    # --runs 0 with --memory: only the peak RSS lines (and the CLI's), no rounds.
+    min_runs = 0 if args.memory else 1
+    if (
+        (args.rows is not None and args.rows < 1000)
+        or args.runs < min_runs
+        or args.competitor_runs < 1
+    ):
         p.error("--rows must be at least 1000, --runs and --competitor-runs at least 1")
     return args
+
+
+def _shapes(args: argparse.Namespace) -> list[tuple[ds.Shape, int]]:
+    """The data sets to run, in order, each with its row count."""
+    names = ("narrow", "wide") if args.shape == "both" else (args.shape,)
+    shapes = [ds.SHAPES[n] for n in names]
+    return [(s, args.rows or (s.quick_rows if args.quick else s.default_rows)) for s in shapes]
 
 
 def _memory_lines(
@@ -94,8 +125,10 @@ def _memory_lines(
     big: dict[str, Any] | None,
     cli: CliRun,
     rows: int,
+    *,
+    factor: int = 5,
 ) -> list[dict[str, Any]]:
-    """The (f) lines: peak RSS of the copier process at --rows (and 5x), and of the CLI."""
+    """The (f) lines: peak RSS of the copier process at --rows (and N x), and of the CLI."""
     lines = []
     if one_shot is not None:
         base, imports = one_shot["vmhwm_kb"] / 1024, one_shot["baseline_rss_kb"] / 1024
@@ -117,7 +150,7 @@ def _memory_lines(
         ok = mb < RSS_TARGET_MB and growth <= RSS_GROWTH_TARGET
         lines.append(
             {
-                "label": f"(f) peak RSS, {5 * rows:,} rows "
+                "label": f"(f) peak RSS, {factor * rows:,} rows "
                 f"({big['baseline_rss_kb'] / 1024:.0f} MB imports)",
                 "maxrss_mb": mb,
                 "baseline_mb": big["baseline_rss_kb"] / 1024,
@@ -160,6 +193,7 @@ def _record(args: argparse.Namespace, load_before: tuple[float, float, float]) -
     """The start of the JSON record: the run's settings and the machine."""
     return {
         "started": datetime.now().isoformat(timespec="seconds"),
+        "shape": args.shape,
         "rows": args.rows,
         "runs": args.runs,
         "write_block": args.write_block,
@@ -185,9 +219,9 @@ def _rounds(runner: Runner, runs: int) -> list[dict[str, float]]:
     return rounds
 
 
-def _measure(cl: BenchClusters, args: argparse.Namespace) -> _Measured:
+def _measure(cl: BenchClusters, args: argparse.Namespace, shape: ds.Shape, rows: int) -> _Measured:
     """Seed the source, run the rounds, then the CLI's and (with --memory) the copier's RSS."""
-    runner = Runner(cl, args.rows, write_block=args.write_block)
+    runner = Runner(cl, rows, write_block=args.write_block, shape=shape)
     one_shot = big = None
     try:
         runner.setup_source()
@@ -195,10 +229,10 @@ def _measure(cl: BenchClusters, args: argparse.Namespace) -> _Measured:
         runner.check_source_digest()
         log("stagecopy run (the CLI, Dagster in process): peak RSS")
         cli = measure_cli(runner)
-        if args.memory:
-            log("memory: fresh copier processes, 1x and 5x rows")
-            one_shot = runner.memory_run(args.rows)
-            big = runner.memory_run(5 * args.rows)
+        if args.memory and shape is ds.NARROW:
+            log(f"memory: fresh copier processes, 1x and {args.memory_factor}x rows")
+            one_shot = runner.memory_run(rows)
+            big = runner.memory_run(args.memory_factor * rows)
     finally:
         runner.close()
     return _Measured(runner, rounds, cli, one_shot, big)
@@ -229,7 +263,7 @@ def _competitors(cl: BenchClusters, args: argparse.Namespace) -> list[comp.Outco
 
 
 def _print_misses(
-    args: argparse.Namespace,
+    rows: int,
     summaries: list[Summary],
     *,
     memory: list[dict[str, Any]],
@@ -242,11 +276,50 @@ def _print_misses(
         + [c["key"] for c in others if c["verdict"] == "MISS"]
     )
     if misses:
-        scale = "" if args.rows >= TARGET_ROWS else f" at {args.rows:,} rows"
+        scale = "" if rows >= TARGET_ROWS else f" at {rows:,} rows"
         print(f"targets missed{scale}: {', '.join(misses)}")
-        if args.rows < TARGET_ROWS:
+        if rows < TARGET_ROWS:
             # A run's fixed cost (lock, describe, commit) weighs more in a small table.
             print(f"(the targets are stated for {TARGET_ROWS:,} rows)")
+
+
+@dataclass
+class _ShapeResult:
+    """One data set's measurements, summarized."""
+
+    shape: ds.Shape
+    rows: int
+    measured: _Measured
+    outcomes: list[comp.Outcome]
+
+
+def _report_shape(args: argparse.Namespace, done: _ShapeResult) -> dict[str, Any]:
+    """Print one data set's table; its part of the JSON record."""
+    samples = done.measured.runner.samples
+    summaries = summarize(samples)
+    memory = _memory_lines(
+        [s for s in samples if s.key == "a"],
+        done.measured.one_shot,
+        done.measured.big,
+        done.measured.cli,
+        done.rows,
+        factor=args.memory_factor,
+    )
+    others = competitor_lines(summaries, done.outcomes)
+    table = render(summaries, memory, others, args.competitor_runs)
+    print()
+    print(f"shape {done.shape.name}: {done.rows:,} rows")
+    print(table)
+    _print_misses(done.rows, summaries, memory=memory, others=others)
+    return {
+        "rows": done.rows,
+        "rounds": done.measured.rounds,
+        "summaries": summaries,
+        "memory": memory,
+        "competitors": others,
+        "samples": samples,
+        "table": table.splitlines(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,49 +329,35 @@ def main(argv: list[str] | None = None) -> int:
     if load_before[0] > _BUSY_LOAD:
         log(f"warning: the machine is busy (load average {load_before[0]:.1f}): slower numbers")
     record = _record(args, load_before)
+    results: list[_ShapeResult] = []
     try:
         with running_clusters(args.pg, args.workdir, keep=args.keep) as cl:
             log(f"PostgreSQL {cl.install.version} source and target clusters up")
             record["settings"] = server_settings(cl.target)
-            measured = _measure(cl, args)
-            outcomes = _competitors(cl, args)
+            for shape, rows in _shapes(args):
+                log(f"shape {shape.name}: {rows:,} rows")
+                measured = _measure(cl, args, shape, rows)
+                # The other tools run on the narrow table (the one their targets are set for).
+                outcomes = _competitors(cl, args) if shape is ds.NARROW else []
+                results.append(_ShapeResult(shape, rows, measured, outcomes))
     except BenchFailure as exc:
         log(f"BENCHMARK FAILED: {exc}")
         return 2
-    samples = measured.runner.samples
-    summaries = summarize(samples)
-    memory = _memory_lines(
-        [s for s in samples if s.key == "a"],
-        measured.one_shot,
-        measured.big,
-        measured.cli,
-        args.rows,
-    )
-    others = competitor_lines(summaries, outcomes)
-    table = render(summaries, memory, others, args.competitor_runs)
     elapsed = time.perf_counter() - started
-    record["machine"]["load_average_after"] = os.getloadavg()
-    record.update(
-        seconds=elapsed,
-        rounds=measured.rounds,
-        summaries=summaries,
-        memory=memory,
-        competitors=others,
-        samples=samples,
-        table=table.splitlines(),
-    )
-    out = args.json or REPO / "bench" / "results" / f"{datetime.now():%Y-%m-%dT%H%M%S}.json"
-    write_json(out, record)
     print()
     print(
-        f"stagecopy benchmark: {args.rows:,} rows, {args.runs} runs, PostgreSQL {args.pg}, "
+        f"stagecopy benchmark: {', '.join(f'{r.shape.name} {r.rows:,} rows' for r in results)}, "
+        f"{args.runs} runs, PostgreSQL {args.pg}, "
         + (f"write_block {args.write_block}, " if args.write_block else "")
         + f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after; {elapsed / 60:.1f} min"
     )
-    print(table)
+    shapes = {r.shape.name: _report_shape(args, r) for r in results}
+    record["machine"]["load_average_after"] = os.getloadavg()
+    record.update(seconds=elapsed, shapes=shapes)
+    out = args.json or REPO / "bench" / "results" / f"{datetime.now():%Y-%m-%dT%H%M%S}.json"
+    write_json(out, record)
     print(f"\nrecord: {out}")
-    _print_misses(args, summaries, memory=memory, others=others)
     return 0
 
 

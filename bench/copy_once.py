@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.paths import run_check, run_copy, table_spec
+from bench.paths import run_check, run_copy, run_copy_checked, table_spec
 from stagecopy_dagster.copier import CopyOptions
 from stagecopy_dagster.identifiers import parse_qualified_name
 
@@ -86,7 +86,23 @@ def run_job(job: dict[str, Any], source_url: str, target_url: str) -> dict[str, 
         options = None
         if job.get("write_block"):
             options = CopyOptions(write_block=int(job["write_block"]))
-        result, seconds = run_copy(source_url, target_url, spec, options=options)
+        report = None
+        if job.get("verify"):
+            result, report, seconds = run_copy_checked(
+                source_url, target_url, spec, options=options
+            )
+        else:
+            result, seconds = run_copy(source_url, target_url, spec, options=options)
+        steps = dict(result.steps)
+        if report is not None:
+            steps["check"] = report.seconds
+            out.update(
+                passed=report.passed,
+                check_scope=report.check_scope,
+                check_source_rows=report.source_rows,
+                check_target_rows=report.target_rows,
+                window_rows=report.window_rows,
+            )
         out.update(
             seconds=seconds,
             # The rows the path handled: compared by the diff, else copied (for rows/s).
@@ -100,7 +116,7 @@ def run_job(job: dict[str, Any], source_url: str, target_url: str) -> dict[str, 
             deleted=result.deleted,
             target_rows=result.target_rows,
             bytes=result.bytes,
-            steps=result.steps,
+            steps=steps,
         )
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     out["cpu_seconds"] = (cpu_after.ru_utime - cpu_before.ru_utime) + (

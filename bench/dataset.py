@@ -1,9 +1,15 @@
-"""The benchmark's data set and the changes each round makes to it.
+"""The benchmark's data sets (two shapes) and the changes each round makes to them.
 
-`bench.items` in the source database: a bigint key, Korean text with tabs, newlines, quotes and
-backslashes, numeric, float8, int, bool, date, a `timestamptz updated_at` (indexed, as an
-incremental field would be) and jsonb, about 10% NULLs in every nullable column; about 280
-bytes per row on disk. Generated inside PostgreSQL, so 1M rows take seconds, not minutes.
+`bench.items` in the source database, in one of two shapes (:data:`SHAPES`):
+
+* `narrow`: a bigint key, Korean text with tabs, newlines, quotes and backslashes, numeric,
+  float8, int, bool, date, a `timestamptz updated_at` (indexed, as an incremental field would
+  be) and jsonb, about 10% NULLs in every nullable column; about 280 bytes per row on disk.
+* `wide`: 20 columns, about 1 KB per row: a long Korean text that is stored out of line
+  (TOAST) in one row of ten, two jsonb, two numeric, timestamptz, text[] and int[], with the
+  primary key and **no** index on `updated_at` (a source nobody indexed for stagecopy).
+
+Generated inside PostgreSQL, so 1M rows take seconds, not minutes.
 
 Every result is checked with :func:`table_digest`: row count and the sum of a 64-bit hash of
 each row's text, computed on both sides with the same session settings.
@@ -34,6 +40,29 @@ COLUMNS = (
     ("payload", "jsonb"),
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
+
+WIDE_COLUMNS = (
+    ("id", "bigint NOT NULL"),
+    ("title", "text"),
+    ("body", "text"),
+    ("summary", "text"),
+    ("category", "character varying(20)"),
+    ("amount", "numeric(14,2)"),
+    ("price", "numeric(20,6)"),
+    ("ratio", "double precision"),
+    ("score", "real"),
+    ("qty", "integer"),
+    ("version", "bigint"),
+    ("active", "boolean"),
+    ("day", "date"),
+    ("created_at", "timestamp with time zone"),
+    ("updated_at", "timestamp with time zone NOT NULL"),
+    ("payload", "jsonb"),
+    ("attrs", "jsonb"),
+    ("tags", "text[]"),
+    ("scores", "integer[]"),
+    ("note", "text"),
+)
 
 # Each nullable column is NULL for ~10% of rows, drawn independently (r1..r7).
 _FILL = sql.SQL(
@@ -69,11 +98,93 @@ FROM (
 )
 
 
+# Random Hangul syllables do not compress, so one body in ten, eight fragments (about 3.8 KB), is
+# stored out of line (TOAST); the others (about 240 bytes) stay in the row. The pool is made
+# once; rows pick fragments by their id (scalar sub-selects, not joins, so rows land in key
+# order as in a table filled over time: `pg_stats.correlation` of id and updated_at is 1).
+_WIDE_POOL = sql.SQL(
+    """
+CREATE TEMP TABLE IF NOT EXISTS wide_pool AS
+SELECT i, string_agg(chr(44032 + (random() * 11171)::int), '') AS t
+FROM generate_series(0, 2047) AS i, generate_series(1, 160) AS j
+GROUP BY i;
+CREATE UNIQUE INDEX IF NOT EXISTS wide_pool_i ON wide_pool (i)
+"""
+)
+
+_WIDE_FILL = sql.SQL(
+    r"""
+INSERT INTO {table}
+SELECT n,
+       (ARRAY['삼성전자 보통주', '현대자동차', 'LG에너지솔루션', '카카오뱅크', '네이버'])[1 + n % 5]
+         || ' 공시 #' || n,
+       CASE WHEN n % 10 = 0
+         THEN (SELECT string_agg(t, '' ORDER BY k) FROM wide_pool, generate_series(0, 7) AS k
+               WHERE i = (n * (7 + 4 * k) + k) % 2048)
+         ELSE (SELECT left(t, 80) FROM wide_pool WHERE i = n % 2048) END,
+       CASE WHEN r1 < 0.1 THEN NULL ELSE E'요약: "'
+         || (SELECT left(t, 24) FROM wide_pool WHERE i = (n * 7 + 1) % 2048) || E'"\t끝' END,
+       (ARRAY['전자', '자동차', '에너지', '금융', '인터넷', '바이오'])[1 + n % 6],
+       CASE WHEN r2 < 0.1 THEN NULL ELSE round((r3 * 10000000)::numeric, 2) END,
+       round((r4 * 100000)::numeric, 6),
+       CASE WHEN r3 < 0.1 THEN NULL ELSE r4 * 1000 - 500 END,
+       (r5 * 100)::real,
+       CASE WHEN r4 < 0.1 THEN NULL ELSE (r5 * 100000)::int END,
+       n * 7,
+       CASE WHEN r5 < 0.1 THEN NULL ELSE r6 < 0.5 END,
+       date '2015-01-01' + (n % 3650)::int,
+       timestamptz '2023-01-01 00:00:00+09' + n * interval '1 second',
+       timestamptz '2024-01-01 00:00:00+09' + n * interval '1 second',
+       CASE WHEN r6 < 0.1 THEN NULL ELSE jsonb_build_object(
+         'channel', (ARRAY['web', 'app', '전화'])[1 + n % 3],
+         'tags', jsonb_build_array('태그' || n % 10, n % 3 = 0),
+         'score', round((r1 * 100)::numeric, 3),
+         'note', E'줄\n바꿈 "인용" \\ 끝')
+       END,
+       jsonb_build_object('seq', n, 'ok', n % 2 = 0, 'name', '항목 ' || n % 1000),
+       ARRAY['태그' || n % 10, '분류' || n % 7, E'탭\t포함'],
+       ARRAY[n % 100, n % 1000, (r7 * 1000)::int],
+       CASE WHEN r7 < 0.1 THEN NULL ELSE E'메모 "따옴표"\n백슬래시 \\ ' || n END
+FROM (
+  SELECT n, random() AS r1, random() AS r2, random() AS r3, random() AS r4, random() AS r5,
+         random() AS r6, random() AS r7
+  FROM generate_series({first}, {last}) AS n
+) AS g
+"""
+)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One data set: its columns, how it is filled and what the source indexes."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    fill: sql.SQL
+    default_rows: int
+    quick_rows: int
+    index_watermark: bool
+    """The source has an index on `updated_at` (the narrow shape; the wide one has none)."""
+    prepare: sql.SQL | None = None
+    """Run once on the filling session before the batches (the wide shape's text pool)."""
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+
+NARROW = Shape("narrow", COLUMNS, _FILL, 1_000_000, 100_000, index_watermark=True)
+WIDE = Shape(
+    "wide", WIDE_COLUMNS, _WIDE_FILL, 1_500_000, 20_000, index_watermark=False, prepare=_WIDE_POOL
+)
+SHAPES = {s.name: s for s in (NARROW, WIDE)}
+
+
 def create_table_sql(
-    table: QualifiedName, *, primary_key: bool, unlogged: bool = False
+    table: QualifiedName, *, primary_key: bool, unlogged: bool = False, shape: Shape = NARROW
 ) -> sql.Composed:
     """`CREATE TABLE` with the data set's columns (optionally UNLOGGED, optionally with the key)."""
-    defs = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in COLUMNS]  # type: ignore[arg-type]
+    defs = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in shape.columns]  # type: ignore[arg-type]
     if primary_key:
         defs.append(sql.SQL("PRIMARY KEY ({})").format(sql.Identifier(KEY)))
     return sql.SQL("CREATE {}TABLE {} ({})").format(
@@ -81,29 +192,36 @@ def create_table_sql(
     )
 
 
-def create_source(conn: psycopg.Connection, table: QualifiedName, rows: int) -> None:
+def create_source(
+    conn: psycopg.Connection, table: QualifiedName, rows: int, *, shape: Shape = NARROW
+) -> None:
     """(Re)create and fill `table` with `rows` rows, then key, index and VACUUM ANALYZE it.
 
     `conn` must be in autocommit mode (VACUUM).
     """
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.schema)))
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table.identifier))
-    conn.execute(create_table_sql(table, primary_key=False))
+    conn.execute(create_table_sql(table, primary_key=False, shape=shape))
     conn.execute("SELECT setseed(0.1)")
-    batch = 1_000_000
+    if shape.prepare is not None:
+        conn.execute(shape.prepare)
+    batch = 500_000
     for first in range(1, rows + 1, batch):
         last = min(rows, first + batch - 1)
         conn.execute(
-            _FILL.format(table=table.identifier, first=sql.Literal(first), last=sql.Literal(last))
+            shape.fill.format(
+                table=table.identifier, first=sql.Literal(first), last=sql.Literal(last)
+            )
         )
     conn.execute(
         sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(table.identifier, sql.Identifier(KEY))
     )
-    conn.execute(
-        sql.SQL("CREATE INDEX {} ON {} (updated_at)").format(
-            sql.Identifier(f"{table.name}_updated_at_idx"), table.identifier
+    if shape.index_watermark:
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON {} (updated_at)").format(
+                sql.Identifier(f"{table.name}_updated_at_idx"), table.identifier
+            )
         )
-    )
     conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(table.identifier))
 
 
@@ -199,6 +317,7 @@ def table_digest(
     *,
     slice_no: int | None = None,
     count_only: bool = False,
+    shape: Shape = NARROW,
 ) -> Digest:
     """Count and hash the data set's columns of `table`, or of one 1% slice of it.
 
@@ -211,7 +330,7 @@ def table_digest(
     )
     digest = _COUNT if count_only else _DIGEST
     row = conn.execute(
-        digest.format(cols=st.column_list(COLUMN_NAMES), table=table.identifier, where=where)
+        digest.format(cols=st.column_list(shape.column_names), table=table.identifier, where=where)
     ).fetchone()
     assert row is not None
     return Digest(int(row[0]), int(row[1]))

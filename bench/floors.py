@@ -20,20 +20,20 @@ from pathlib import Path
 from psycopg import sql
 
 from bench.clusters import Endpoint
-from bench.dataset import COLUMN_NAMES
+from bench.dataset import NARROW, Shape
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.identifiers import QualifiedName
 
 
-def copy_out_sql(table: QualifiedName) -> str:
+def copy_out_sql(table: QualifiedName, shape: Shape = NARROW) -> str:
     """The same COPY OUT statement the copier sends for a whole table (binary)."""
-    select = st.select_rows(table, COLUMN_NAMES, sql.SQL(""))
+    select = st.select_rows(table, shape.column_names, sql.SQL(""))
     return st.copy_out(select, "binary").as_string()
 
 
-def copy_in_sql(table: QualifiedName) -> str:
+def copy_in_sql(table: QualifiedName, shape: Shape = NARROW) -> str:
     """`COPY table (cols) FROM STDIN (FORMAT binary)`."""
-    return st.copy_in(table.identifier, COLUMN_NAMES, "binary").as_string()
+    return st.copy_in(table.identifier, shape.column_names, "binary").as_string()
 
 
 def psql_pipe(

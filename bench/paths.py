@@ -50,6 +50,18 @@ def run_copy(
     return done.result, time.perf_counter() - started
 
 
+def run_copy_checked(
+    source_url: str, target_url: str, table: TableSpec, *, options: CopyOptions | None = None
+) -> tuple[CopyResult, IntegrityReport, float]:
+    """Copy `table` with the check that runs with it (as the asset does); result, report, s."""
+    started = time.perf_counter()
+    done = runner.replicate(
+        table, Endpoint(source_url), Endpoint(target_url), verify=True, options=options
+    )
+    assert done.report is not None
+    return done.result, done.report, time.perf_counter() - started
+
+
 def run_check(source_url: str, target_url: str, table: TableSpec) -> tuple[IntegrityReport, float]:
     """Run the integrity check alone, as `stagecopy check` does; return report and seconds."""
     started = time.perf_counter()

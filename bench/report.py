@@ -26,10 +26,10 @@ class Line:
 LINES = (
     Line("F2", "F2 floor: psql|psql binary, UNLOGGED no index"),
     Line("Fpk", "Fpk floor: psql|psql binary, table with PK"),
-    Line("a", "(a) initial load, merge, empty target", "Fpk", 1.15),
+    Line("a", "(a) initial load, merge, empty target", "Fpk", 1.10),
     Line("b", "(b) full re-copy, 1% changed, merge (diff)", "F2", 2.0),
     Line("b_all", "(b') the same, diff: false (all rows MERGEd)", "F2"),
-    Line("c", "(c) incremental updated_at, 1% changed", "a", 0.15),
+    Line("c", "(c) incremental, 1% changed, + window check", "a", 0.15),
     Line("d_merge", "(d') merge, 1% deleted at source"),
     Line("d", "(d) sync, 1% deleted at source", "d_merge", 1.2),
     Line("e", "(e) integrity check (compare), all rows", "a", 0.5),

@@ -5,7 +5,8 @@ One round, in this order, each step timed alone after a CHECKPOINT on both clust
 1. F2 and Fpk floors (psql | psql);
 2. (a) initial load into an empty target (merge);
 3. 1% of the source rows updated; (b) full re-copy (merge, no watermark);
-4. another 1% updated; (c) incremental run (`incremental_field: updated_at`);
+4. another 1% updated; (c) incremental run (`incremental_field: updated_at`) with the check
+   that runs with it (`check_scope: window`);
 5. 1% of the source keys deleted; (d') the full merge, then (d) the same run in mode sync;
 6. (e) the integrity check alone (`runner.verify`, as `stagecopy check` runs it) over all rows;
 7. deleted rows put back (untimed), VACUUM ANALYZE the source.
@@ -56,10 +57,16 @@ class Runner:
     """Holds the clusters, the source's current digest and the samples taken so far."""
 
     def __init__(
-        self, clusters: BenchClusters, rows: int, *, write_block: int | None = None
+        self,
+        clusters: BenchClusters,
+        rows: int,
+        *,
+        write_block: int | None = None,
+        shape: ds.Shape = ds.NARROW,
     ) -> None:
         self.cl = clusters
         self.rows = rows
+        self.shape = shape
         self.psql = clusters.psql()
         self.samples: list[Sample] = []
         self.source_digest = ds.Digest(0, 0)
@@ -88,7 +95,7 @@ class Runner:
                 f.result()
 
     def target_digest(self, table: QualifiedName) -> ds.Digest:
-        return self.on_target(lambda c: ds.table_digest(c, table))
+        return self.on_target(lambda c: ds.table_digest(c, table, shape=self.shape))
 
     def verify(self, key: str, table: QualifiedName, expected: ds.Digest) -> None:
         got = self.target_digest(table)
@@ -111,7 +118,9 @@ class Runner:
         return result
 
     def target_count(self, table: QualifiedName) -> int:
-        return self.on_target(lambda c: ds.table_digest(c, table, count_only=True).rows)
+        return self.on_target(
+            lambda c: ds.table_digest(c, table, count_only=True, shape=self.shape).rows
+        )
 
     def _child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -132,10 +141,12 @@ class Runner:
         check_only: bool = False,
         parallel: int = 1,
         diff: bool = True,
+        verify: bool = False,
     ) -> dict[str, Any]:
         """One job for the `bench.copy_once --serve` worker; its JSON report."""
         job = {
             "diff": diff,
+            "verify": verify,
             "source": f"{source.schema}.{source.name}",
             "target": f"{target.schema}.{target.name}",
             "mode": mode,
@@ -215,11 +226,13 @@ class Runner:
 
     def setup_source(self) -> None:
         started = time.perf_counter()
-        self.on_source(lambda c: ds.create_source(c, ds.SOURCE_TABLE, self.rows))
+        self.on_source(lambda c: ds.create_source(c, ds.SOURCE_TABLE, self.rows, shape=self.shape))
         heap, total = self.on_source(lambda c: ds.relation_size(c, ds.SOURCE_TABLE))
-        self.source_digest = self.on_source(lambda c: ds.table_digest(c, ds.SOURCE_TABLE))
+        self.source_digest = self.on_source(
+            lambda c: ds.table_digest(c, ds.SOURCE_TABLE, shape=self.shape)
+        )
         log(
-            f"source: {self.rows} rows, heap {heap / 1e6:.0f} MB, with indexes "
+            f"source ({self.shape.name}): {self.rows} rows, heap {heap / 1e6:.0f} MB, with indexes "
             f"{total / 1e6:.0f} MB, made in {time.perf_counter() - started:.0f} s"
         )
         self.on_target(
@@ -230,9 +243,9 @@ class Runner:
 
     def update_slice(self, slice_no: int) -> int:
         def change(conn: psycopg.Connection) -> int:
-            before = ds.table_digest(conn, ds.SOURCE_TABLE, slice_no=slice_no)
+            before = ds.table_digest(conn, ds.SOURCE_TABLE, slice_no=slice_no, shape=self.shape)
             changed = ds.update_slice(conn, ds.SOURCE_TABLE, slice_no)
-            after = ds.table_digest(conn, ds.SOURCE_TABLE, slice_no=slice_no)
+            after = ds.table_digest(conn, ds.SOURCE_TABLE, slice_no=slice_no, shape=self.shape)
             self.source_digest = self.source_digest - before + after
             return changed
 
@@ -240,7 +253,7 @@ class Runner:
 
     def delete_slice(self, slice_no: int) -> tuple[int, ds.Digest]:
         def change(conn: psycopg.Connection) -> tuple[int, ds.Digest]:
-            before = ds.table_digest(conn, ds.SOURCE_TABLE, slice_no=slice_no)
+            before = ds.table_digest(conn, ds.SOURCE_TABLE, slice_no=slice_no, shape=self.shape)
             deleted = ds.delete_slice(conn, ds.SOURCE_TABLE, slice_no)
             self.source_digest = self.source_digest - before
             return deleted, before
@@ -256,7 +269,7 @@ class Runner:
         self.on_source(change)
 
     def check_source_digest(self) -> None:
-        full = self.on_source(lambda c: ds.table_digest(c, ds.SOURCE_TABLE))
+        full = self.on_source(lambda c: ds.table_digest(c, ds.SOURCE_TABLE, shape=self.shape))
         if full != self.source_digest:
             raise BenchFailure(f"bookkeeping: source is {full}, booked {self.source_digest}")
 
@@ -269,7 +282,11 @@ class Runner:
 
         def recreate(conn: psycopg.Connection) -> None:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table.identifier))
-            conn.execute(ds.create_table_sql(table, primary_key=primary_key, unlogged=unlogged))
+            conn.execute(
+                ds.create_table_sql(
+                    table, primary_key=primary_key, unlogged=unlogged, shape=self.shape
+                )
+            )
 
         self.on_target(recreate)
         self.checkpoint()
@@ -277,8 +294,8 @@ class Runner:
             self.psql,
             self.cl.source,
             self.cl.target,
-            copy_out_sql(ds.SOURCE_TABLE),
-            copy_in_sql(table),
+            copy_out_sql(ds.SOURCE_TABLE, self.shape),
+            copy_in_sql(table, self.shape),
         )
         if verify:
             self.verify(key, table, self.source_digest)
@@ -361,11 +378,14 @@ class Runner:
             )
         )
         self.checkpoint()
-        c = self.record("c", run, self.copier(mode="merge", incremental=True))
+        # With the check that runs with it, as the asset runs them: the window it copied.
+        c = self.record("c", run, self.copier(mode="merge", incremental=True, verify=True))
         # The watermark is inclusive: the newest row of the previous change is read again.
         if not changed <= c.rows <= changed + 1:
             raise BenchFailure(f"c: copied {c.rows} rows for {changed} changed")
         self.expect("c", "updated", c.detail["updated"], changed)
+        self.expect("c", "check", (c.detail["passed"], c.detail["check_scope"]), (True, "window"))
+        self.expect("c", "rows checked", c.detail["window_rows"], c.rows)
 
     def _deletes(self, run: int, gone: int) -> tuple[int, ds.Digest]:
         """(d') merge and (d) sync, from the same state: 1% of the keys deleted at the source."""
@@ -407,9 +427,9 @@ class Runner:
         made = rows != self.rows
         if made:
             log(f"memory: making a {rows}-row source table")
-            self.on_source(lambda c: ds.create_source(c, table, rows))
+            self.on_source(lambda c: ds.create_source(c, table, rows, shape=self.shape))
         source = table if made else ds.SOURCE_TABLE
-        digest = self.on_source(lambda c: ds.table_digest(c, source))
+        digest = self.on_source(lambda c: ds.table_digest(c, source, shape=self.shape))
         self.on_target(
             lambda c: c.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table.identifier))
         )

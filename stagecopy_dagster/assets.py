@@ -107,6 +107,8 @@ def check_result(asset_key: dg.AssetKey, report: IntegrityReport) -> dg.AssetChe
             "scope": report.scope or "all rows",
             "mode": report.mode.value,
             "same_snapshot_as_copy": report.same_snapshot,
+            "check_scope": report.check_scope,
+            "window": report.window or "",
             "seconds": dg.MetadataValue.float(round(report.seconds, 4)),
         },
     )

@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from stagecopy_dagster import statements as st
+from stagecopy_dagster.engine.types import SourceSize
 from stagecopy_dagster.errors import SourceError, UnsafeSqlError
 from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.sqlguard import CheckedSql
@@ -39,6 +40,20 @@ def columns(conn: psycopg.Connection, oid: int) -> list[Column]:
 def primary_key(conn: psycopg.Connection, oid: int) -> tuple[str, ...]:
     """The primary key's columns in key order (empty when there is none)."""
     return tuple(r[0] for r in conn.execute(st.PRIMARY_KEY, (oid,)).fetchall())
+
+
+def table_size(
+    conn: psycopg.Connection, oid: int, table: QualifiedName, columns: list[str]
+) -> SourceSize:
+    """What the statistics say about a table's size, and how ordered `columns` are in its heap."""
+    row = conn.execute(st.RELATION_SIZE, (oid,)).fetchone()
+    assert row is not None
+    found = conn.execute(st.COLUMN_CORRELATION, (table.schema, table.name, columns)).fetchall()
+    return SourceSize(
+        rows=float(row[1]),
+        heap_bytes=int(row[0]),
+        correlation=tuple((name, float(c)) for name, c in found if c is not None),
+    )
 
 
 def query_columns(conn: psycopg.Connection, query: CheckedSql) -> list[Column]:

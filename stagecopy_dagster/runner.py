@@ -38,9 +38,9 @@ from stagecopy_dagster.errors import (
     StagecopyError,
     wrap_db_error,
 )
-from stagecopy_dagster.integrity import IntegrityReport, compare, portable_columns
+from stagecopy_dagster.integrity import IntegrityReport, Window, compare, portable_columns
 from stagecopy_dagster.retry import call_with_retries
-from stagecopy_dagster.spec import TableSpec
+from stagecopy_dagster.spec import Mode, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +187,20 @@ def _compared_columns(
 def _compare_after_copy(
     table: TableSpec, snap: SourceSnapshot, tgt: psycopg.Connection, result: CopyResult
 ) -> IntegrityReport:
+    """The check that runs with a copy: it verifies what the copy claims.
+
+    A full copy claims the whole scope: every row is compared (`check_scope: full`). An
+    incremental copy claims its window: the window's rows are compared and the rest of the
+    scope counted (`check_scope: window`); the full comparison is `verify` (`stagecopy check`).
+    """
     # What the copy read: a masked read compares the masked values, computed on the source.
     relation = result.source_relation or table.source or table.query
     assert relation is not None
+    window = None
+    if table.incremental_field is not None and result.window_start is not None:
+        window = Window(
+            table.incremental_field, result.window_start, inclusive=table.mode is not Mode.APPEND
+        )
     with _read_only(table, tgt):
         return compare(
             table,
@@ -200,6 +211,10 @@ def _compare_after_copy(
             key=result.key,
             same_snapshot=True,
             hashable=portable_columns(result.columns, snap.version, result.server_version),
+            window=window,
+            # The copy counted the whole table in its own transaction: without a `where` that is
+            # the scope, exactly as this copy committed it, and a second full count is saved.
+            target_rows=result.target_rows if table.where is None else None,
         )
 
 

@@ -72,6 +72,7 @@ def test_check_reports_each_kind_of_drift_in_scope(pair: PgPair, mode: str) -> N
     evaluation, meta = check_alone(defs)
     assert evaluation.passed
     assert meta["same_snapshot_as_copy"] is False
+    assert meta["check_scope"] == "full"
     assert (meta["source_rows"], meta["target_rows"]) == (50, 50)
 
     pair.target(

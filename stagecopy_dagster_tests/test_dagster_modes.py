@@ -152,6 +152,9 @@ def test_each_mode_reports_exact_counts(pair: PgPair, mode: str) -> None:
         check = only_check(result)
         assert check.passed, check.description
         assert check.metadata["same_snapshot_as_copy"].value is True
+        # An incremental run's check covers the window it copied; every other, the scope.
+        windowed = run and "incremental_field" in extra
+        assert check.metadata["check_scope"].value == ("window" if windowed else "full")
 
     # Nothing outside the scope reached the target.
     assert target_count(pg, table, where="region <> 'KR'") == 0

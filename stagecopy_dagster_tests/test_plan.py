@@ -11,8 +11,15 @@ from typing import Any
 
 import pytest
 
-from stagecopy_dagster.engine.plan import CopyPlan, PlanFacts, plan_copy
-from stagecopy_dagster.engine.types import CopyPath, SyncForm
+from stagecopy_dagster.engine.plan import (
+    WIDE_ROW_BYTES,
+    CopyPlan,
+    IndexBuild,
+    PlanFacts,
+    plan_copy,
+    plan_index_build,
+)
+from stagecopy_dagster.engine.types import CopyPath, SourceSize, SyncForm
 from stagecopy_dagster.spec import Mode
 
 PG15, PG16, PG17, PG18 = 150018, 160010, 170006, 180006
@@ -251,3 +258,57 @@ def test_every_mode_and_target_state_and_version_has_a_plan() -> None:
         (S, SyncForm.AGAINST_STAGING),
         (S, SyncForm.KEYS_STREAM),
     }
+
+
+# --- when a created table's key and watermark index are built -----------------------------------
+
+MB = 1024 * 1024
+GB = 1024 * MB
+CACHE = 4 * GB  # effective_cache_size's default
+
+
+def size(rows: float, heap_mb: float, **correlation: float) -> SourceSize:
+    return SourceSize(rows, int(heap_mb * MB), tuple(correlation.items()))
+
+
+@pytest.mark.parametrize(
+    ("source", "may_refuse_rows", "build"),
+    [
+        # The measured shapes, keys in heap order: ~290 and ~800 bytes a row, in the cache.
+        (size(1e6, 290, id=1.0), False, IndexBuild.AFTER_LOAD),
+        (size(1.5e6, 1200, id=1.0), False, IndexBuild.AFTER_LOAD),
+        # Rows as wide as the later build's second scan costs more than a key insert.
+        (size(1e5, 100 * WIDE_ROW_BYTES / 1000 * 1.01, id=1.0), False, IndexBuild.BEFORE_LOAD),
+        (size(1e5, 100 * WIDE_ROW_BYTES / 1000 * 1.01, id=-1.0), False, IndexBuild.BEFORE_LOAD),
+        # A heap larger than the target's cache: the later build would read it from disk again.
+        (size(5e7, 5 * 1024, id=1.0), False, IndexBuild.BEFORE_LOAD),
+        # Scattered key values: every insert a random B-tree descent.
+        (size(5e7, 5 * 1024, id=0.01), False, IndexBuild.AFTER_LOAD),
+        # A key the source does not enforce: a load must not fail half way on it.
+        (size(5e7, 5 * 1024, id=1.0), True, IndexBuild.AFTER_LOAD),
+        # Small tables, no statistics, a query: the default.
+        (size(1000, 20, id=1.0), False, IndexBuild.AFTER_LOAD),
+        (size(-1, 5 * 1024, id=1.0), False, IndexBuild.AFTER_LOAD),
+        (size(5e7, 5 * 1024), False, IndexBuild.AFTER_LOAD),
+        (None, False, IndexBuild.AFTER_LOAD),
+    ],
+    ids=[
+        "narrow",
+        "wide",
+        "very-wide",
+        "very-wide-descending",
+        "beyond-cache",
+        "beyond-cache-scattered",
+        "beyond-cache-unenforced-key",
+        "small",
+        "never-analyzed",
+        "no-column-statistics",
+        "query",
+    ],
+)
+def test_index_build_follows_row_width_size_and_order(
+    source: SourceSize | None, may_refuse_rows: bool, build: IndexBuild
+) -> None:
+    assert (
+        plan_index_build(source, "id", may_refuse_rows=may_refuse_rows, cache_bytes=CACHE) is build
+    )

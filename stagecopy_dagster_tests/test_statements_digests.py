@@ -38,3 +38,26 @@ def test_bucket_digests_hash_portable_columns_in_binary_and_the_rest_as_text() -
         ' AS b, hash_record_extended(ROW("id"), 1) # hashtextextended(ROW("m")::text, 1) AS h '
         'FROM "s"."t" OFFSET 0) AS d GROUP BY 1'
     )
+
+
+def test_an_incremental_window_limits_the_digests_and_the_scope_is_counted_apart() -> None:
+    window = st.window_condition("at", 7)
+    stmt = st.bucket_digests(
+        QualifiedName("s", "t"), ["id"], key=["id"], where=None, hashable={"id"}, window=window
+    )
+    assert stmt.as_string(None) == (
+        'SELECT b, count(*), sum(h) FROM (SELECT (hash_record_extended(ROW("id"), 0) & 1023)::int'
+        ' AS b, hash_record_extended(ROW("id"), 1) AS h '
+        'FROM "s"."t" WHERE "at" >= 7 OFFSET 0) AS d GROUP BY 1'
+    )
+    rows = st.row_digests(
+        QualifiedName("s", "t"), ["id"], key=["id"], where=None, buckets=[3], window=window
+    )
+    assert rows.as_string(None).endswith(
+        'WHERE "at" >= 7 AND (hashtextextended(ROW("id")::text, 0) & 1023)::int'
+        " = ANY('{3}'::int[])"
+    )
+    assert st.count_scope(QualifiedName("s", "t"), None).as_string(None) == (
+        'SELECT count(*) FROM "s"."t"'
+    )
+    assert st.window_condition("at", 7, inclusive=False).as_string(None) == '"at" > 7'

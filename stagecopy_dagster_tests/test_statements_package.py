@@ -5,7 +5,7 @@ from __future__ import annotations
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine import types
 
-#: Every public name `statements.py` had before it became a package (issue #10).
+#: Every public name `statements.py` had before it became a package (issue #10), and since.
 PUBLIC_NAMES = {
     *("CHECK_BUCKETS", "COLUMNS", "Column", "CopyFormat", "EAGER_PARALLEL", "ESTIMATED_ROWS"),
     *("FORMAT_TYPE", "LEFTOVER_STAGING", "PRIMARY_KEY", "RELATION_BLOCKS", "RELATION_OID"),
@@ -23,6 +23,8 @@ PUBLIC_NAMES = {
     *("FILLED_COLUMNS", "alter_column_type"),  # issue #13: on_schema_change
     # Added since: the copy's expected size (issue #14).
     *("count_select", "explain_estimate"),
+    # Since: the key-build facts and the incremental window check (issue #12).
+    *("CACHE_BYTES", "COLUMN_CORRELATION", "RELATION_SIZE", "count_scope", "window_condition"),
 }
 
 

@@ -213,4 +213,5 @@ class TableCopier:
             rows_compared=counts.rows_compared,
             schema_changes=outcome.job.target.schema_changes,
             source_relation=outcome.job.source.relation,
+            window_start=outcome.job.watermark,
         )

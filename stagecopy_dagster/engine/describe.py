@@ -22,6 +22,7 @@ from psycopg import sql
 from stagecopy_dagster import catalog
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine.context import CopyContext
+from stagecopy_dagster.engine.plan import IndexBuild, plan_index_build
 from stagecopy_dagster.engine.schema import SchemaPlan, plan_schema
 from stagecopy_dagster.engine.selection import select_columns
 from stagecopy_dagster.engine.types import SourceFacts, TargetFacts
@@ -56,12 +57,16 @@ def describe_source(ctx: CopyContext) -> SourceFacts:
             columns = catalog.columns(conn, oid)
             default_key = catalog.primary_key(conn, oid)
             base = spec.source
+            key_first = (spec.primary_key or default_key)[:1]
+            watched = [*key_first, *([spec.incremental_field] if spec.incremental_field else [])]
+            size = catalog.table_size(conn, oid, spec.source, watched)
         else:
             assert spec.query is not None
             catalog.check_functions(conn, spec.query, what="query")
             columns = catalog.query_columns(conn, spec.query)
             default_key = ()
             base = spec.query
+            size = None
         key = tuple(spec.primary_key or default_key)
         _check_names(ctx, [c.name for c in columns], key)
         selection = select_columns(spec, base, columns, key)
@@ -78,6 +83,7 @@ def describe_source(ctx: CopyContext) -> SourceFacts:
         key,
         key_is_source_pk=bool(default_key) and set(key) == set(default_key),
         version=ctx.source.version,
+        size=size,
     )
 
 
@@ -191,18 +197,40 @@ def _create_schema(ctx: CopyContext) -> bool:
 
 
 def _create_target(ctx: CopyContext, source: SourceFacts, *, schema_created: bool) -> TargetFacts:
-    """Create the target table (its schema exists); its key and index wait for the rows."""
+    """Create the target table (its schema exists); key and index now or once the rows are in.
+
+    :func:`~stagecopy_dagster.engine.plan.plan_index_build` decides each from the source's
+    statistics (row width, table size, the column's order in the heap).
+    """
     target = ctx.target_name
     spec = ctx.table
-    ctx.target.execute(st.create_table(target, source.columns, None))
+    key_now = False
     deferred: list[sql.Composed] = []
+    cache = ctx.target.scalar(st.CACHE_BYTES) if source.size is not None else None
+    cache_bytes = None if cache is None else int(cache)
     if source.key and (spec.mode.needs_key or spec.primary_key):
-        deferred.append(st.add_primary_key(target, source.key))
+        build = plan_index_build(
+            source.size,
+            source.key[0],
+            may_refuse_rows=not source.key_is_source_pk,
+            cache_bytes=cache_bytes,
+        )
+        key_now = build is IndexBuild.BEFORE_LOAD
+        if not key_now:
+            deferred.append(st.add_primary_key(target, source.key))
+    ctx.target.execute(st.create_table(target, source.columns, source.key if key_now else None))
     if spec.incremental_field:
         # Not `<table>_<field>_idx`: clipped to 63 bytes that can equal a long table's name.
         digest = hashlib.sha1(f"{target.schema}.{target.name}".encode()).hexdigest()[:10]
         index = clip_identifier(f"stagecopy_{digest}_{spec.incremental_field}")
-        deferred.append(st.create_index(target, index, spec.incremental_field))
+        create = st.create_index(target, index, spec.incremental_field)
+        build = plan_index_build(
+            source.size, spec.incremental_field, may_refuse_rows=False, cache_bytes=cache_bytes
+        )
+        if build is IndexBuild.BEFORE_LOAD:
+            ctx.target.execute(create)
+        else:
+            deferred.append(create)
     return TargetFacts(
         version=ctx.target.version,
         created=True,

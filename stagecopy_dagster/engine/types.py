@@ -248,6 +248,29 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class SourceSize:
+    """A source table's size and order as its statistics (pg_class, pg_stats) estimate them."""
+
+    rows: float
+    """`reltuples`: -1 (PostgreSQL 14+) or 0 when the table was never vacuumed or analyzed."""
+    heap_bytes: int
+    """The main fork's size as of the last VACUUM/ANALYZE (`relpages` x block size): what a
+    scan of the table reads, TOASTed values not included."""
+    correlation: tuple[tuple[str, float], ...] = ()
+    """(column, `pg_stats.correlation`): 1 or -1 when the heap holds the column's values in
+    order, near 0 when they are scattered."""
+
+    @property
+    def bytes_per_row(self) -> float | None:
+        """Heap bytes per row, None when the statistics do not say."""
+        return self.heap_bytes / self.rows if self.rows > 0 else None
+
+    def correlation_of(self, column: str) -> float | None:
+        """The column's correlation, None when it has no statistics."""
+        return dict(self.correlation).get(column)
+
+
+@dataclass(frozen=True)
 class SourceFacts:
     """The source as it will be read: relation, columns, key."""
 
@@ -258,6 +281,8 @@ class SourceFacts:
     """The key is the source table's primary key: one snapshot cannot hold a duplicate."""
     version: int = 0
     """The source server's `server_version_num`."""
+    size: SourceSize | None = None
+    """The source table's size and order (None for a `query`)."""
 
 
 @dataclass(frozen=True)
@@ -318,6 +343,9 @@ class CopyResult:
     """What `on_schema_change` did or left undone this run, column by column."""
     source_relation: QualifiedName | CheckedSql | Projection | None = None
     """What the copy read at the source (a masked read when a column is masked)."""
+    window_start: object = None
+    """The watermark this run read from (its window: `incremental_field >= window_start`);
+    None when it read the whole scope."""
 
     @property
     def seconds(self) -> float:

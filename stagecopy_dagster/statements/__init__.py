@@ -24,6 +24,8 @@ from stagecopy_dagster.statements.apply import (
     merge,
 )
 from stagecopy_dagster.statements.catalog import (
+    CACHE_BYTES,
+    COLUMN_CORRELATION,
     COLUMNS,
     ESTIMATED_ROWS,
     FILLED_COLUMNS,
@@ -32,6 +34,7 @@ from stagecopy_dagster.statements.catalog import (
     PRIMARY_KEY,
     RELATION_BLOCKS,
     RELATION_OID,
+    RELATION_SIZE,
     SCHEMA_EXISTS,
     TABLE_CHANGE_COUNTERS,
     VOLATILE_FUNCTIONS,
@@ -63,6 +66,7 @@ from stagecopy_dagster.statements.diff import (
 from stagecopy_dagster.statements.digests import (
     CHECK_BUCKETS,
     bucket_digests,
+    count_scope,
     has_portable_hash,
     row_digests,
 )
@@ -77,6 +81,7 @@ from stagecopy_dagster.statements.scope import (
     select_rows,
     source_relation,
     watermark_signature,
+    window_condition,
 )
 from stagecopy_dagster.statements.session import (
     EAGER_PARALLEL,
@@ -110,6 +115,8 @@ __all__ = [
     "set_session",
     "set_snapshot",
     # catalog
+    "CACHE_BYTES",
+    "COLUMN_CORRELATION",
     "COLUMNS",
     "ESTIMATED_ROWS",
     "FILLED_COLUMNS",
@@ -118,6 +125,7 @@ __all__ = [
     "PRIMARY_KEY",
     "RELATION_BLOCKS",
     "RELATION_OID",
+    "RELATION_SIZE",
     "SCHEMA_EXISTS",
     "TABLE_CHANGE_COUNTERS",
     "VOLATILE_FUNCTIONS",
@@ -132,6 +140,7 @@ __all__ = [
     "select_rows",
     "source_relation",
     "watermark_signature",
+    "window_condition",
     # transfer
     "copy_in",
     "copy_out",
@@ -167,6 +176,7 @@ __all__ = [
     # digests
     "CHECK_BUCKETS",
     "bucket_digests",
+    "count_scope",
     "has_portable_hash",
     "row_digests",
 ]

@@ -39,6 +39,24 @@ PRIMARY_KEY = sql.SQL(
     "WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.ord"
 )
 
+#: Heap size and row estimate of a table, as the last VACUUM/ANALYZE left them in pg_class.
+RELATION_SIZE = sql.SQL(
+    "SELECT c.relpages::bigint * current_setting('block_size')::bigint, c.reltuples "
+    "FROM pg_catalog.pg_class c WHERE c.oid = %s"
+)
+
+#: The server's idea of its page cache (`effective_cache_size`), in bytes.
+CACHE_BYTES = sql.SQL(
+    "SELECT setting::bigint * pg_catalog.pg_size_bytes(coalesce(unit, '1B')) "
+    "FROM pg_catalog.pg_settings WHERE name = 'effective_cache_size'"
+)
+
+#: How closely each column's values follow the heap's physical order (ANALYZE's estimate).
+COLUMN_CORRELATION = sql.SQL(
+    "SELECT s.attname, s.correlation FROM pg_catalog.pg_stats s "
+    "WHERE s.schemaname = %s AND s.tablename = %s AND NOT s.inherited AND s.attname = ANY(%s)"
+)
+
 FORMAT_TYPE = sql.SQL(
     "SELECT pg_catalog.format_type(%s, %s), "
     "(t.typtype IN ('b', 'e', 'r', 'm') AND (t.oid < 16384 OR t.typtype = 'e') "

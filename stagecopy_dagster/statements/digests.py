@@ -13,7 +13,7 @@ from psycopg import sql
 
 from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.sqlguard import CheckedSql
-from stagecopy_dagster.statements.compose import column_list
+from stagecopy_dagster.statements.compose import all_of, column_list
 from stagecopy_dagster.statements.projection import Projection
 from stagecopy_dagster.statements.scope import scope_filter, source_relation
 
@@ -73,12 +73,14 @@ def bucket_digests(
     key: Sequence[str],
     where: CheckedSql | None,
     hashable: Collection[str] = (),
+    window: sql.Composable | None = None,
 ) -> sql.Composed:
     """Per bucket of keys: row count and the sum of row hashes, for the rows in scope.
 
     Both sides compute this over the same columns with the same session settings, so equal
     rows give equal hashes; a bucket whose (count, sum) differ holds a difference. Columns in
-    `hashable` (see :func:`has_portable_hash`) are hashed in binary, the rest as text.
+    `hashable` (see :func:`has_portable_hash`) are hashed in binary, the rest as text. With
+    `window` (an incremental copy's `field >= start`), only the rows in it.
     """
     # The sub-select (OFFSET 0 keeps it from being flattened) hands the aggregate 12-byte
     # (bucket, hash) pairs instead of whole rows, which otherwise spill to temp files.
@@ -89,7 +91,20 @@ def bucket_digests(
         bucket=_bucket_of(key, hashable),
         row=_row_hash(columns, hashable, 1),
         rel=source_relation(relation),
-        where=scope_filter(where),
+        where=scope_filter(where, extra=window),
+    )
+
+
+def count_scope(
+    relation: QualifiedName | CheckedSql | Projection, where: CheckedSql | None
+) -> sql.Composed:
+    """`SELECT count(*)` of the rows in scope (with the window check's digests of its window).
+
+    Counting apart from hashing the window lets each use its own plan: an index on the
+    watermark column for the window, a scan that reads no column for the count.
+    """
+    return sql.SQL("SELECT count(*) FROM {rel}{where}").format(
+        rel=source_relation(relation), where=scope_filter(where)
     )
 
 
@@ -101,8 +116,9 @@ def row_digests(
     where: CheckedSql | None,
     buckets: Sequence[int],
     hashable: Collection[str] = (),
+    window: sql.Composable | None = None,
 ) -> sql.Composed:
-    """Key text and row hash of the rows in scope whose bucket is one of `buckets`.
+    """Key text and row hash of the rows in scope (and `window`) whose bucket is in `buckets`.
 
     The buckets are a literal, not a bind parameter: the statement holds the user's `where`,
     whose `%` (as in `LIKE 'a%'`) must not be read as a placeholder.
@@ -110,9 +126,10 @@ def row_digests(
     in_buckets = sql.SQL("{} = ANY({}::int[])").format(
         _bucket_of(key, hashable), sql.Literal("{" + ",".join(str(int(b)) for b in buckets) + "}")
     )
+    extra = in_buckets if window is None else all_of([window, in_buckets])
     return sql.SQL("SELECT {key}, {row} FROM {rel}{where}").format(
         key=_row_text(key),
         row=_row_hash(columns, hashable, 1),
         rel=source_relation(relation),
-        where=scope_filter(where, extra=in_buckets),
+        where=scope_filter(where, extra=extra),
     )

@@ -46,17 +46,18 @@ def scope_filter(
     if where is not None:
         parts.append(where.composable())
     if incremental_field is not None and watermark is not None:
-        op = sql.SQL(">=") if inclusive else sql.SQL(">")
-        parts.append(
-            sql.SQL("{} {} {}").format(
-                sql.Identifier(incremental_field), op, sql.Literal(watermark)
-            )
-        )
+        parts.append(window_condition(incremental_field, watermark, inclusive=inclusive))
     if extra is not None:
         parts.append(extra)
     if not parts:
         return sql.SQL("")
     return sql.SQL(" WHERE {}").format(all_of(parts))
+
+
+def window_condition(field: str, start: Any, *, inclusive: bool = True) -> sql.Composed:
+    """`field >= start` (or `>` when not `inclusive`): the rows an incremental run reads."""
+    op = sql.SQL(">=") if inclusive else sql.SQL(">")
+    return sql.SQL("{} {} {}").format(sql.Identifier(field), op, sql.Literal(start))
 
 
 def qualified_scope(where: CheckedSql, alias: str) -> sql.SQL:
