@@ -59,8 +59,18 @@ def _parser() -> argparse.ArgumentParser:
         )
         return with_embedded(p)
 
-    with_spec(sub.add_parser("run", help="materialize tables through Dagster, then check them"))
-    with_spec(sub.add_parser("check", help="run the integrity checks only (the CI gate)"))
+    def with_partitions(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--partition", metavar="KEY", help="one partition of partitioned tables")
+        p.add_argument("--from", dest="first", metavar="KEY", help="first partition of a range")
+        p.add_argument("--to", dest="last", metavar="KEY", help="last partition of a range")
+        return p
+
+    with_partitions(
+        with_spec(sub.add_parser("run", help="materialize tables through Dagster, then check them"))
+    )
+    with_partitions(
+        with_spec(sub.add_parser("check", help="run the integrity checks only (the CI gate)"))
+    )
     with_spec(sub.add_parser("plan", help="print the SQL each table would run; write nothing"))
     demo = sub.add_parser("demo", help="embedded PostgreSQL + demo data + run + dagster dev")
     demo.add_argument("--no-ui", action="store_true", help="stop after the run (no dagster dev)")
@@ -102,6 +112,7 @@ def _progress_bar() -> object:
 def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
     from stagecopy_dagster.assets import progress_sink
     from stagecopy_dagster.build import build_definitions, is_demo_spec
+    from stagecopy_dagster.partitions import partition_runs, partitioned_tables
     from stagecopy_dagster.selection import load_translator, select_tables
     from stagecopy_dagster.spec import TableSpec, load_spec
 
@@ -113,42 +124,75 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
         return translator.get_asset_spec(table).key
 
     tables = select_tables(spec, args.select, key_of)
-    defs = build_definitions(spec, embedded=is_demo_spec(spec_arg), translator=translator)
-    keys = [key_of(t) for t in tables]
-    selection = (
-        dg.AssetSelection.checks_for_assets(*keys)
-        if checks_only
-        else dg.AssetSelection.assets(*keys)
+    if not args.select and any(getattr(args, f, None) for f in ("partition", "first", "last")):
+        tables = partitioned_tables(tables)  # `run --partition K`: K of every partitioned table
+    # One run per partitioning (Dagster runs one partition range at a time); unpartitioned
+    # tables together in one run. No flags: every partition of a partitioned table.
+    runs = partition_runs(
+        tables,
+        partition=getattr(args, "partition", None),
+        first=getattr(args, "first", None),
+        last=getattr(args, "last", None),
     )
+    defs = build_definitions(spec, embedded=is_demo_spec(spec_arg), translator=translator)
     token = progress_sink.set(_progress_bar() if sys.stderr.isatty() else None)  # type: ignore[arg-type]
+    ok, run_ids = True, []
     try:
         with _instance() as instance:
-            result = dg.materialize(
-                cast(list[dg.AssetsDefinition], list(defs.assets or [])),
-                selection=selection,
-                resources=defs.resources,
-                instance=instance,
-                raise_on_error=False,
-            )
+            for run in runs:
+                keys = [key_of(t) for t in run.tables]
+                selection = (
+                    dg.AssetSelection.checks_for_assets(*keys)
+                    if checks_only
+                    else dg.AssetSelection.assets(*keys)
+                )
+                result = dg.materialize(
+                    cast(list[dg.AssetsDefinition], list(defs.assets or [])),
+                    selection=selection,
+                    resources=defs.resources,
+                    instance=instance,
+                    raise_on_error=False,
+                    tags=run.tags,
+                )
+                ok = _report(result) and ok
+                run_ids.append(result.run_id)
     finally:
         progress_sink.reset(token)
+    what = "checks" if checks_only else "tables"
+    print(f"stagecopy: {len(tables)} {what}: {'ok' if ok else 'FAILED'} (run {', '.join(run_ids)})")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _report(result: dg.ExecuteInProcessResult) -> bool:
+    """Print one run's check results and failures; whether everything passed."""
     failed_checks = []
+    partitioned: dict[str, list[dg.AssetCheckEvaluation]] = {}
     for evaluation in result.get_asset_check_evaluations():
+        name = evaluation.asset_key.to_user_string()
+        if evaluation.partition is not None:
+            partitioned.setdefault(name, []).append(evaluation)
+            if not evaluation.passed:
+                where = f"{name} [{evaluation.partition}]"
+                print(f"{where}: integrity FAILED: {evaluation.description}")
+                failed_checks.append(name)
+            continue
         status = "passed" if evaluation.passed else "FAILED"
-        print(
-            f"{evaluation.asset_key.to_user_string()}: integrity {status}: {evaluation.description}"
-        )
+        print(f"{name}: integrity {status}: {evaluation.description}")
         if not evaluation.passed:
-            failed_checks.append(evaluation.asset_key.to_user_string())
+            failed_checks.append(name)
+    for name, evaluations in partitioned.items():
+        passed = [e for e in evaluations if e.passed]
+        first, last = evaluations[0].partition, evaluations[-1].partition
+        print(
+            f"{name}: integrity passed for {len(passed)} of {len(evaluations)} partitions "
+            f"({first}...{last})"
+        )
     failed_steps = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     for event in failed_steps:
         info = event.step_failure_data.error if event.step_failure_data else None
         message = info.message.strip() if info else "step failed"
         print(f"FAILED {event.step_key}: {message}", file=sys.stderr)
-    ok = result.success and not failed_checks and not failed_steps
-    what = "checks" if checks_only else "tables"
-    print(f"stagecopy: {len(tables)} {what}: {'ok' if ok else 'FAILED'} (run {result.run_id})")
-    return EXIT_OK if ok else EXIT_FAILED
+    return result.success and not failed_checks and not failed_steps
 
 
 def _plain_resources(
@@ -260,8 +304,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "cleanup": _cleanup,
     }
+    from stagecopy_dagster.partitions import PartitionSelectionError
+
     try:
         return commands[args.command](args)
+    except PartitionSelectionError as exc:
+        print(f"stagecopy: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except SpecError as exc:
         print(f"stagecopy: bad spec: {exc}", file=sys.stderr)
         return EXIT_USAGE

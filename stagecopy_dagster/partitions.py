@@ -265,6 +265,63 @@ def select_keys(
     return keys[lo : hi + 1]
 
 
+@dataclass(frozen=True)
+class PartitionRun:
+    """Tables that run together, and the partition tags of their run (none: unpartitioned)."""
+
+    tables: tuple[TableSpec, ...]
+    tags: dict[str, str]
+
+
+def partition_runs(
+    tables: Sequence[TableSpec],
+    *,
+    partition: str | None = None,
+    first: str | None = None,
+    last: str | None = None,
+) -> list[PartitionRun]:
+    """The runs a command makes: unpartitioned tables in one, each partitioning in its own.
+
+    A selection (`--partition`, `--from`/`--to`) applies to every table and must fit each
+    (:func:`select_keys`); without one, a partitioned table runs over all its partitions.
+    """
+    plain: list[TableSpec] = []
+    by_keys: dict[tuple[PartitionSpec, tuple[str, ...]], list[TableSpec]] = {}
+    for table in tables:
+        keys = select_keys(table, partition=partition, first=first, last=last)
+        if keys is None or table.partition is None:
+            plain.append(table)
+        else:
+            by_keys.setdefault((_partitioning(table.partition), keys), []).append(table)
+    runs = [PartitionRun(tuple(plain), {})] if plain else []
+    for (_, keys), members in by_keys.items():
+        tags = (
+            {"dagster/partition": keys[0]}
+            if len(keys) == 1
+            else {
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[-1],
+            }
+        )
+        runs.append(PartitionRun(tuple(members), tags))
+    return runs
+
+
+def partitioned_tables(tables: Sequence[TableSpec]) -> tuple[TableSpec, ...]:
+    """The partitioned tables among `tables`; an error when there are none."""
+    found = tuple(t for t in tables if t.partition is not None)
+    if not found:
+        raise PartitionSelectionError(
+            "--partition/--from/--to: no table of the spec is partitioned (`partition:`)"
+        )
+    return found
+
+
+def _partitioning(spec: PartitionSpec) -> PartitionSpec:
+    """`spec` without its column: tables whose windows are the same can share a run."""
+    return spec.model_copy(update={"column": ""})
+
+
 def range_label(keys: Sequence[str]) -> str:
     """`2024-01-01` or `2024-01-01...2024-01-05` (Dagster's way of writing a range)."""
     return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
@@ -460,6 +517,8 @@ __all__ = [
     "PartitionSpec",
     "all_keys",
     "column_type",
+    "partition_runs",
+    "partitioned_tables",
     "partitions_definition",
     "predicate",
     "range_label",

@@ -6,7 +6,12 @@ through Dagster on PostgreSQL 18 and 15 and hold every claim to what the target 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -434,3 +439,112 @@ def test_failed_backfill_marks_only_the_failing_table_and_reruns_it_alone(pair: 
         assert rerun.success
         assert instance.get_materialized_partitions(dg.AssetKey("prices_dup")) == set(SEOUL_DAY)
     assert pair.target_rows("SELECT id, xmin::text FROM prices_ok ORDER BY id") == ok_xmins
+
+
+# --- the command line --------------------------------------------------------------------------
+
+STAGECOPY = Path(sys.executable).with_name("stagecopy")
+CLI_SPEC = """
+    tables:
+      - source: public.cli_prices
+        mode: replace
+        partition: {column: traded_at, by: day, start: "2024-01-01", timezone: Asia/Seoul}
+      - source: public.cli_plain
+"""
+
+
+def cli(pg: PgPair | None, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`stagecopy ARGS --spec CLI_SPEC` against `pg` (None: URLs that reach no database)."""
+    spec = tmp_path / "replication.yaml"
+    spec.write_text(textwrap.dedent(CLI_SPEC), encoding="utf-8")
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("STAGECOPY_", "DAGSTER_", "PG"))
+    }
+    nowhere = "postgresql://nobody@127.0.0.1:1/none"
+    env |= {
+        "STAGECOPY_SOURCE_URL": pg.source_url if pg else nowhere,
+        "STAGECOPY_TARGET_URL": pg.target_url if pg else nowhere,
+        "STAGECOPY_HOME": str(tmp_path / "home"),
+    }
+    return subprocess.run(
+        [str(STAGECOPY), *args, "--spec", str(spec)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.integration
+def test_cli_runs_and_checks_a_partition_or_a_range(any_pg: PgPair, tmp_path: Path) -> None:
+    any_pg.source(
+        *prices_setup("cli_prices", "date"),
+        "CREATE TABLE cli_plain (id int PRIMARY KEY)",
+        "INSERT INTO cli_plain SELECT generate_series(1, 10)",
+    )
+    one = cli(any_pg, tmp_path, "run", "--select", "cli_prices", "--partition", "2024-01-02")
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert any_pg.target_rows("SELECT DISTINCT traded_at::text FROM cli_prices") == [
+        ("2024-01-02",)
+    ]
+    span = cli(
+        any_pg,
+        tmp_path,
+        "run",
+        "--select",
+        "cli_prices",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-03",
+    )
+    assert span.returncode == 0, span.stdout + span.stderr
+    assert any_pg.target_rows("SELECT count(DISTINCT traded_at) FROM cli_prices")[0][0] == 3
+    check = cli(
+        any_pg,
+        tmp_path,
+        "check",
+        "--select",
+        "cli_prices",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-03",
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    # A row of 2024-01-03 changes at the source: the check of that day alone fails.
+    any_pg.source("UPDATE cli_prices SET price = 0 WHERE traded_at = '2024-01-03'")
+    assert (
+        cli(
+            any_pg, tmp_path, "check", "--select", "cli_prices", "--partition", "2024-01-02"
+        ).returncode
+        == 0
+    )
+    bad = cli(any_pg, tmp_path, "check", "--select", "cli_prices", "--partition", "2024-01-03")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "2024-01-03" in bad.stdout
+    # Without --select, the flags pick that partition of every partitioned table.
+    again = cli(any_pg, tmp_path, "run", "--partition", "2024-01-03")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert cli(any_pg, tmp_path, "check", "--partition", "2024-01-03").returncode == 0
+    assert any_pg.target_rows("SELECT to_regclass('public.cli_plain') IS NULL")[0][0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--select", "cli_plain", "--partition", "2024-01-02"), "public.cli_plain: "),
+        (("--select", "cli_prices", "cli_plain", "--to", "2024-01-02"), "public.cli_plain: "),
+        (("--select", "cli_prices", "--partition", "yesterday"), "'yesterday' is not a partition"),
+        (("--select", "cli_prices", "--from", "2024-01-05", "--to", "2024-01-02"), "comes after"),
+    ],
+)
+def test_cli_partition_flags_misused_exit_2_naming_the_table(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    # Refused before any database is reached: the URLs point nowhere.
+    result = cli(None, tmp_path, "run", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
