@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -548,3 +549,40 @@ def test_cli_partition_flags_misused_exit_2_naming_the_table(
     result = cli(None, tmp_path, "run", *args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
+
+
+def test_jobs_schedules_and_sensor_with_two_partitionings() -> None:
+    monthly = {"column": "d", "by": "month", "start": "2024-01-01"}
+    defs = build_definitions(
+        {
+            "tables": [
+                {"source": "public.prices", "partition": SEOUL_DAYS, "schedule": "0 1 * * *"},
+                {"source": "public.monthly", "partition": monthly},
+                {"source": "public.plain", "schedule": "0 1 * * *"},
+            ]
+        },
+        source_url="postgresql://s/db",
+        target_url="postgresql://t/db",
+    )
+    main = defs.resolve_job_def("stagecopy_all")
+    assert main.partitions_def == partitions_definition(
+        load_spec(one_table(SEOUL_DAYS)).tables[0].partition  # type: ignore[arg-type]
+    )
+    assert {k.to_user_string() for k in main.asset_layer.selected_asset_keys} == {"prices", "plain"}
+    extra = defs.resolve_job_def("stagecopy_all_monthly")
+    assert {k.to_user_string() for k in extra.asset_layer.selected_asset_keys} == {"monthly"}
+    # The partitioned table's schedule runs its latest partition; the sensor skips it.
+    schedules = {s.name: s for s in defs.schedules or []}
+    (name,) = [n for n in schedules if "partitions_schedule" in n]
+    schedule = schedules[name]
+    assert isinstance(schedule, dg.ScheduleDefinition)
+    when = datetime(2024, 3, 5, 1, 0, tzinfo=UTC)
+    with dg.build_schedule_context(scheduled_execution_time=when) as context:
+        request = schedule(context)
+    assert isinstance(request, dg.RunRequest) and request.partition_key == "2024-03-04"
+    (sensor,) = defs.sensors or []
+    assert isinstance(sensor, dg.SensorDefinition)
+    assert sensor.asset_selection is not None
+    assert {
+        k.to_user_string() for k in sensor.asset_selection.resolve(defs.resolve_asset_graph())
+    } == {"plain"}
