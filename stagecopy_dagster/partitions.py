@@ -473,7 +473,7 @@ def row_counts_statement(scope: PartitionScope) -> sql.Composed:
             column, sql.SQL(", ").join(_bound(b, scope.column_type) for b in bounds)
         )
     else:
-        group = sql.SQL("{}::text").format(column)
+        group = column
     return sql.SQL("SELECT {}::text, count(*) FROM {}{} GROUP BY 1").format(
         group, table.target_table.identifier, st.scope_filter(table.where)
     )

@@ -22,12 +22,15 @@ from stagecopy_dagster import build_definitions, runner
 from stagecopy_dagster.errors import SpecError
 from stagecopy_dagster.local import available_installs
 from stagecopy_dagster.partitions import (
+    PartitionScope,
     PartitionSelectionError,
     partitions_definition,
     predicate,
+    row_counts_statement,
     select_keys,
 )
 from stagecopy_dagster.spec import load_spec
+from stagecopy_dagster.sqlguard import parse_where
 from stagecopy_dagster_tests.copyhelpers import checksum, endpoints, table_spec
 from stagecopy_dagster_tests.dghelpers import assets_of
 from stagecopy_dagster_tests.pg import PgPair, PgPairFactory
@@ -586,3 +589,25 @@ def test_jobs_schedules_and_sensor_with_two_partitionings() -> None:
     assert {
         k.to_user_string() for k in sensor.asset_selection.resolve(defs.resolve_asset_graph())
     } == {"plain"}
+
+
+def test_row_counts_are_one_grouped_query() -> None:
+    table = load_spec(one_table(SEOUL_DAYS, where="price > 0")).tables[0]
+    keys = ("2024-01-02", "2024-01-03")
+    condition = (
+        "(price > 0) AND (traded_at >= '2024-01-02'::date AND traded_at < '2024-01-04'::date)"
+    )
+    scope = PartitionScope(table.model_copy(update={"where": parse_where(condition)}), keys, "date")
+    assert row_counts_statement(scope).as_string(None) == (
+        "SELECT width_bucket(\"traded_at\", ARRAY['2024-01-02'::date, '2024-01-03'::date, "
+        '\'2024-01-04\'::date])::text, count(*) FROM "public"."prices" '
+        f"WHERE ({parse_where(condition).text}) GROUP BY 1"
+    )
+    values = load_spec(one_table({"column": "market", "values": ["KOSPI", "KONEX"]})).tables[0]
+    scope = PartitionScope(
+        values.model_copy(update={"where": parse_where("market IN ('KOSPI')")}), ("KOSPI",), "text"
+    )
+    assert row_counts_statement(scope).as_string(None) == (
+        'SELECT "market"::text, count(*) FROM "public"."prices" '
+        "WHERE (market IN ('KOSPI')) GROUP BY 1"
+    )
