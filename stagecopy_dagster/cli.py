@@ -181,11 +181,13 @@ def _report(result: dg.ExecuteInProcessResult) -> bool:
         if not evaluation.passed:
             failed_checks.append(name)
     for name, evaluations in partitioned.items():
+        # One line per table, as for unpartitioned ones: the (first) report, then the count.
         passed = [e for e in evaluations if e.passed]
+        status = "passed" if len(passed) == len(evaluations) else "FAILED"
         first, last = evaluations[0].partition, evaluations[-1].partition
         print(
-            f"{name}: integrity passed for {len(passed)} of {len(evaluations)} partitions "
-            f"({first}...{last})"
+            f"{name}: integrity {status}: {evaluations[0].description}; {len(passed)} of "
+            f"{len(evaluations)} partitions passed ({first}...{last})"
         )
     failed_steps = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     for event in failed_steps:
