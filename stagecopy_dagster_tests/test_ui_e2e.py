@@ -177,13 +177,11 @@ def wait_backfill_succeeded(steps: Steps, demo: DemoServer, backfill_id: str) ->
     page = steps.page
     page.goto(f"{demo.base_url}/runs/b/{backfill_id}")
     deadline = time.monotonic() + RUN_TIMEOUT
-    status = "REQUESTED"
-    while time.monotonic() < deadline:
-        backfill = demo.graphql(BACKFILL_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
-        status = backfill["status"]
-        if status not in ("REQUESTED", "CANCELING"):
-            break
+    backfill = demo.graphql(BACKFILL_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
+    while backfill["status"] in ("REQUESTED", "CANCELING") and time.monotonic() < deadline:
         time.sleep(2)
+        backfill = demo.graphql(BACKFILL_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
+    status = backfill["status"]
     runs = {r["runId"]: r["status"] for r in backfill["runs"]}
     steps.mark(f"backfill {status}, runs {runs}")
     assert status == "COMPLETED_SUCCESS", f"backfill {backfill_id} ended {status}: {runs}"
