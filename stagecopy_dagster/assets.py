@@ -17,9 +17,17 @@ from stagecopy_dagster.copier import CopyResult, Progress, ProgressCallback
 from stagecopy_dagster.errors import StagecopyError
 from stagecopy_dagster.integrity import IntegrityReport
 from stagecopy_dagster.naming import PLAIN, Names
+from stagecopy_dagster.partitions import partitions_definition, range_label
 from stagecopy_dagster.progress import describe_progress
 from stagecopy_dagster.resources import PostgresResource
-from stagecopy_dagster.runner import Replication, RetryHook, replicate, verify
+from stagecopy_dagster.runner import (
+    PartitionOutcome,
+    Replication,
+    RetryHook,
+    replicate,
+    verify,
+    verify_partitions,
+)
 from stagecopy_dagster.spec import TableSpec
 from stagecopy_dagster.translator import INTEGRITY_CHECK, StagecopyTranslator
 
@@ -38,6 +46,8 @@ ROWS_PER_SECOND = "stagecopy/rows_per_second"
 SCOPE = "stagecopy/scope"
 MODE = "stagecopy/mode"
 SCHEMA_CHANGES = "stagecopy/schema_changes"
+PARTITION_ROW_COUNT = "dagster/partition_row_count"
+PARTITIONS = "stagecopy/partitions"
 
 #: An extra progress sink (the CLI's progress bar) for copies run in this process.
 progress_sink: ContextVar[ProgressCallback | None] = ContextVar("progress_sink", default=None)
@@ -152,11 +162,13 @@ def _copy_table(
     target: PostgresResource,
     verify_after: bool,
     on_retry: RetryHook,
+    partition_keys: tuple[str, ...] | None = None,
 ) -> Replication:
     """Replicate `table` (verifying it in the copy's snapshot when asked), logging each end."""
+    which = f", partitions {range_label(partition_keys)}" if partition_keys else ""
     context.log.info(
         f"{table.label}: copying from {table.source_label} "
-        f"({source.describe()} -> {target.describe()}), mode {table.mode.value}"
+        f"({source.describe()} -> {target.describe()}), mode {table.mode.value}{which}"
     )
     done = replicate(
         table,
@@ -165,6 +177,7 @@ def _copy_table(
         verify=verify_after,
         progress=_progress_logger(context),
         on_retry=on_retry,
+        partition_keys=partition_keys,
     )
     r = done.result
     for change in r.schema_changes:
@@ -185,11 +198,23 @@ def _run_table(
     check_key: dg.AssetCheckKey,
     source: PostgresResource,
     target: PostgresResource,
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetCheckEvaluation]:
     """The op body: copy (when the asset is selected), then the check (when it is selected)."""
     copy_selected = asset_key in context.selected_asset_keys
     check_selected = check_key in context.selected_asset_check_keys
     on_retry = _retry_logger(context, table)
+    if table.partition is not None:
+        yield from _run_partitions(
+            context,
+            table,
+            asset_key=asset_key,
+            copy_selected=copy_selected,
+            check_selected=check_selected,
+            source=source,
+            target=target,
+            on_retry=on_retry,
+        )
+        return
     try:
         if copy_selected:
             done = _copy_table(
@@ -214,6 +239,88 @@ def _run_table(
         yield check_result(asset_key, report)
 
 
+def _run_partitions(
+    context: dg.AssetExecutionContext,
+    table: TableSpec,
+    *,
+    asset_key: dg.AssetKey,
+    copy_selected: bool,
+    check_selected: bool,
+    source: PostgresResource,
+    target: PostgresResource,
+    on_retry: RetryHook,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation]:
+    """The op body of a partitioned table: one copy over the run's partitions.
+
+    Then results per partition: the materialization with `dagster/partition_row_count`, and
+    an `integrity` evaluation.
+    """
+    keys = tuple(context.partition_keys)
+    try:
+        if copy_selected:
+            done = _copy_table(
+                context,
+                table,
+                source=source,
+                target=target,
+                verify_after=check_selected,
+                on_retry=on_retry,
+                partition_keys=keys,
+            )
+            outcome = done.partitions
+            assert outcome is not None
+            for key in keys:
+                context.add_asset_metadata(
+                    {PARTITION_ROW_COUNT: dg.MetadataValue.int(outcome.rows.get(key, 0))},
+                    asset_key=asset_key,
+                    partition_key=key,
+                )
+            metadata = materialize_metadata(table, done.result)
+            metadata[SCOPE] = outcome.scope
+            metadata[PARTITIONS] = range_label(keys)
+            yield dg.MaterializeResult(asset_key=asset_key, metadata=metadata)
+        elif check_selected:
+            outcome = verify_partitions(table, source, target, keys, on_retry=on_retry)
+        else:
+            return
+    except StagecopyError as exc:
+        raise dg.Failure(
+            description=str(exc), metadata={"table": table.label, PARTITIONS: range_label(keys)}
+        ) from None
+    if check_selected:
+        yield from _partition_checks(context, table, asset_key, outcome)
+
+
+def _partition_checks(
+    context: dg.AssetExecutionContext,
+    table: TableSpec,
+    asset_key: dg.AssetKey,
+    outcome: PartitionOutcome,
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """One `integrity` evaluation per partition; a range that passed as a whole says so."""
+    whole = range_label(outcome.keys)
+    logged: set[int] = set()
+    for key in outcome.keys:
+        report = outcome.reports[key]
+        if id(report) not in logged:
+            logged.add(id(report))
+            context.log.info(report.summary)
+        result = check_result(asset_key, report)
+        shared = len(outcome.keys) > 1 and all(outcome.reports[k] is report for k in outcome.keys)
+        compared = whole if shared else key
+        description = report.summary + (f" (compared as range {whole})" if shared else "")
+        yield dg.AssetCheckEvaluation(
+            asset_key=asset_key,
+            check_name=INTEGRITY_CHECK,
+            passed=report.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=description,
+            blocking=table.blocking,
+            partition=key,
+            metadata={**result.metadata, "partitions_compared": compared},
+        )
+
+
 def build_table_asset(
     table: TableSpec, *, translator: StagecopyTranslator | None = None, names: Names = PLAIN
 ) -> dg.AssetsDefinition:
@@ -230,6 +337,11 @@ def build_table_asset(
     translator = translator or StagecopyTranslator()
     asset_spec = translator.get_asset_spec(table)
     check_spec = translator.get_check_spec(table, asset_spec.key)
+    partitions_def = partitions_definition(table.partition) if table.partition else None
+    if partitions_def is not None:
+        # Each partition is a WHERE scope; a backfill of many is one run and one COPY stream.
+        asset_spec = asset_spec.replace_attributes(partitions_def=partitions_def)
+        check_spec = check_spec._replace(partitions_def=partitions_def)
 
     @dg.multi_asset(
         name=names.of(f"stagecopy_{table.asset_name}"),
@@ -238,10 +350,11 @@ def build_table_asset(
         can_subset=True,
         pool=table.pool,
         required_resource_keys={names.source, names.target},
+        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def is not None else None,
     )
     def _replicate(
         context: dg.AssetExecutionContext,
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetCheckEvaluation]:
         yield from _run_table(
             context,
             table,

@@ -20,6 +20,12 @@ from stagecopy_dagster.automation import (
 from stagecopy_dagster.comments import load_source_docs
 from stagecopy_dagster.errors import ConnectionConfigError, SpecError
 from stagecopy_dagster.naming import PLAIN, Names
+from stagecopy_dagster.partition_automation import (
+    build_partition_jobs,
+    build_partition_schedules,
+    main_job_tables,
+    unpartitioned,
+)
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.sources import build_source_assets
 from stagecopy_dagster.spec import ReplicationSpec, TableSpec, load_spec
@@ -143,17 +149,25 @@ def build_definitions(
         return translator.get_asset_spec(table).key
 
     cleanup = build_cleanup_job(names)
+    # Partitioned tables: see partition_automation (one partitioning per job, latest-partition
+    # schedules, not watched by the sensor).
+    main_tables, other_partitionings = main_job_tables(tables)
     return dg.Definitions(
         assets=[
             *build_source_assets(tables, translator=translator, names=names),
             *(build_table_asset(t, translator=translator, names=names) for t in tables),
         ],
-        jobs=[build_all_tables_job(tables, key_of=key_of, names=names), cleanup],
+        jobs=[
+            build_all_tables_job(main_tables, key_of=key_of, names=names),
+            *build_partition_jobs(other_partitionings, key_of=key_of, names=names),
+            cleanup,
+        ],
         schedules=[
-            *build_schedules(tables, key_of=key_of, names=names),
+            *build_schedules(unpartitioned(tables), key_of=key_of, names=names),
+            *build_partition_schedules(tables, key_of=key_of, names=names),
             build_cleanup_schedule(cleanup, names),
         ],
-        sensors=[build_source_sensor(tables, key_of=key_of, names=names)],
+        sensors=[build_source_sensor(unpartitioned(tables), key_of=key_of, names=names)],
         resources=build_resources(
             source_url=source_url,
             target_url=target_url,

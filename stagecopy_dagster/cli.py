@@ -23,6 +23,7 @@ import dagster as dg
 
 from stagecopy_dagster import cli_help
 from stagecopy_dagster.errors import ConnectionConfigError, SpecError, StagecopyError
+from stagecopy_dagster.partitions import PartitionSelectionError
 from stagecopy_dagster.resources import PostgresResource
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -106,8 +107,14 @@ def _parser() -> argparse.ArgumentParser:
         )
         return p
 
-    with_progress(with_summary(with_spec(command("run"))))
-    with_summary(with_spec(command("check")))
+    def with_partitions(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--partition", metavar="KEY", help="one partition of the partitioned tables")
+        p.add_argument("--from", dest="first", metavar="KEY", help="first partition of a range")
+        p.add_argument("--to", dest="last", metavar="KEY", help="last partition of a range")
+        return p
+
+    with_partitions(with_progress(with_summary(with_spec(command("run")))))
+    with_partitions(with_summary(with_spec(command("check"))))
     with_spec(command("plan"))
     demo = command("demo")
     demo.add_argument("--no-ui", action="store_true", help="stop after the run (no dagster dev)")
@@ -164,6 +171,7 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
     from stagecopy_dagster import cli_progress, cli_summary
     from stagecopy_dagster.assets import progress_sink
     from stagecopy_dagster.build import build_definitions, is_demo_spec
+    from stagecopy_dagster.partitions import partition_runs, partitioned_tables
     from stagecopy_dagster.selection import load_translator, select_tables
     from stagecopy_dagster.spec import TableSpec, load_spec
 
@@ -186,32 +194,51 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
         return translator.get_asset_spec(table).key
 
     tables = select_tables(spec, args.select, key_of)
+    if not args.select and any(getattr(args, f, None) for f in ("partition", "first", "last")):
+        tables = partitioned_tables(tables)  # `run --partition K`: K of every partitioned table
+    # One run per partitioning (Dagster runs one partition range at a time); unpartitioned
+    # tables together in one run. No flags: every partition of a partitioned table.
+    runs = partition_runs(
+        tables,
+        partition=getattr(args, "partition", None),
+        first=getattr(args, "first", None),
+        last=getattr(args, "last", None),
+    )
     defs = build_definitions(spec, embedded=is_demo_spec(spec_arg), translator=translator)
     assets = cast(list[dg.AssetsDefinition], list(defs.assets or []))
-    keys = [key_of(t) for t in tables]
-    selection = (
-        dg.AssetSelection.checks_for_assets(*keys)
-        if checks_only
-        else dg.AssetSelection.assets(*keys)
-    )
+    command = "check" if checks_only else "run"
     sink, live = cli_progress.open_display(mode, interval=interval, stream=sys.stderr)
     token = progress_sink.set(sink)
+    summaries: list[cli_summary.RunSummary] = []
+    succeeded = True
     try:
         with _instance() as instance, live or nullcontext():
-            result = dg.materialize(
-                assets,
-                selection=selection,
-                resources=defs.resources,
-                instance=instance,
-                raise_on_error=False,
-                run_config=_quiet_dagster(verbose),
-            )
+            for run in runs:
+                keys = [key_of(t) for t in run.tables]
+                selection = (
+                    dg.AssetSelection.checks_for_assets(*keys)
+                    if checks_only
+                    else dg.AssetSelection.assets(*keys)
+                )
+                result = dg.materialize(
+                    assets,
+                    selection=selection,
+                    resources=defs.resources,
+                    instance=instance,
+                    raise_on_error=False,
+                    run_config=_quiet_dagster(verbose),
+                    tags=run.tags,
+                )
+                succeeded = succeeded and result.success
+                summaries.append(
+                    cli_summary.summarize(
+                        result, run.tables, assets, key_of=key_of, command=command
+                    )
+                )
     finally:
         progress_sink.reset(token)
-    summary = cli_summary.summarize(
-        result, tables, assets, key_of=key_of, command="check" if checks_only else "run"
-    )
-    code = EXIT_OK if summary.ok and result.success else EXIT_FAILED
+    summary = cli_summary.combine(summaries, command=command)
+    code = EXIT_OK if summary.ok and succeeded else EXIT_FAILED
     for table in summary.tables:
         if table.status == cli_summary.FAILED:
             print(f"stagecopy: {table.asset}: {table.reason}", file=sys.stderr)
@@ -347,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _explain(exc: Exception, *, verbose: bool) -> tuple[str, int]:
     """The line to print for an error that ended a command, and the exit code."""
+    if isinstance(exc, PartitionSelectionError):
+        return f"error: {exc}", EXIT_USAGE
     if isinstance(exc, SpecError):
         return f"bad spec: {exc}", EXIT_USAGE
     if isinstance(exc, ConnectionConfigError):

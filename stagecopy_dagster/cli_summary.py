@@ -97,6 +97,43 @@ def one_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
 
 
+@dataclass(frozen=True)
+class _Check:
+    """One table's check in a run: a partitioned table's results folded into one."""
+
+    passed: bool
+    description: str | None
+    metadata: Mapping[str, Any]
+
+
+def _checks_by_asset(evaluations: Iterable[dg.AssetCheckEvaluation]) -> dict[dg.AssetKey, _Check]:
+    """Each asset's check; for partitions, failed if any partition failed, and counted."""
+    grouped: dict[dg.AssetKey, list[dg.AssetCheckEvaluation]] = {}
+    for evaluation in evaluations:
+        grouped.setdefault(evaluation.asset_key, []).append(evaluation)
+    checks: dict[dg.AssetKey, _Check] = {}
+    for key, found in grouped.items():
+        failed = [e for e in found if not e.passed]
+        shown = failed[0] if failed else found[0]
+        description = shown.description
+        if len(found) > 1 or found[0].partition is not None:
+            partitions = [e.partition for e in found]
+            where = f" [{shown.partition}]" if failed else ""
+            description = (
+                f"{description}{where}; {len(found) - len(failed)} of {len(found)} partitions "
+                f"passed ({partitions[0]}...{partitions[-1]})"
+            )
+        checks[key] = _Check(not failed, description, shown.metadata)
+    return checks
+
+
+def combine(summaries: Sequence[RunSummary], *, command: str) -> RunSummary:
+    """One summary of several runs (one per partitioning), failures first."""
+    tables = [t for s in summaries for t in s.tables]
+    ordered = sorted(enumerate(tables), key=lambda it: (_ORDER[it[1].status], it[0]))
+    return RunSummary(command, ", ".join(s.run_id for s in summaries), tuple(t for _, t in ordered))
+
+
 def summarize(
     result: dg.ExecuteInProcessResult,
     tables: Sequence[TableSpec],
@@ -116,7 +153,7 @@ def summarize(
         for e in result.get_asset_materialization_events()
         if e.asset_key is not None
     }
-    checks = {e.asset_key: e for e in result.get_asset_check_evaluations()}
+    checks = _checks_by_asset(result.get_asset_check_evaluations())
     failures = {
         e.step_key: _failure_reason(e)
         for e in result.all_events

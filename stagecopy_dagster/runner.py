@@ -11,14 +11,14 @@ each attempt is a whole, atomic copy.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg
 
-from stagecopy_dagster import catalog
+from stagecopy_dagster import catalog, partitions
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.comments import NO_DOCS, TableDocs, apply_docs, read_docs
 from stagecopy_dagster.connection import Database
@@ -49,6 +49,21 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class PartitionOutcome:
+    """What a run over some partitions of a partitioned table found, per partition."""
+
+    keys: tuple[str, ...]
+    """The partitions the run covered, in order."""
+    scope: str
+    """The run's scope: the table's `where` AND the partitions' predicate."""
+    rows: Mapping[str, int]
+    """Target rows of each partition after the copy (one grouped query); empty for a check."""
+    reports: Mapping[str, IntegrityReport]
+    """The integrity report of each partition: the range's own when the range passed (it
+    then holds for every partition in it), else one comparison per partition."""
+
+
+@dataclass(frozen=True)
 class Replication:
     """A copy and, when asked for, its integrity report from the same source snapshot."""
 
@@ -56,6 +71,8 @@ class Replication:
     report: IntegrityReport | None
     docs: TableDocs = NO_DOCS
     """The source's comments (also set on the target after the copy)."""
+    partitions: PartitionOutcome | None = None
+    """Per-partition rows and reports, for a run over partitions (`partition_keys`)."""
 
 
 def replicate(
@@ -67,11 +84,15 @@ def replicate(
     options: CopyOptions | None = None,
     progress: ProgressCallback | None = None,
     on_retry: RetryHook | None = None,
+    partition_keys: Sequence[str] | None = None,
 ) -> Replication:
     """Copy `table` (retrying transient failures) and verify it in the copy's snapshot.
 
     `options` replaces the target's copy knobs (e.g. `progress_interval=0`: report progress
     after every write, which is how the fault tests reach a copy mid-stream).
+
+    `partition_keys` (a partitioned table): copy only those partitions, in one stream over
+    their whole range, and report rows and the check per partition.
 
     Example:
         >>> done = replicate(table, Endpoint(src_url), Endpoint(dst_url))  # doctest: +SKIP
@@ -80,19 +101,67 @@ def replicate(
 
     def attempt() -> Replication:
         with _snapshot(table, source, target) as (snap, tgt):
+            scope = _scope(table, partition_keys, snap)
+            work = scope.table if scope is not None else table
             result = TableCopier(
-                table,
+                work,
                 snap,
                 tgt,
                 options=options or target.copy_options(),
                 progress=progress,
                 connectors=Connectors(source.connect, target.connect),
             ).run()
-            report = _compare_after_copy(table, snap, tgt, result) if verify else None
+            report = _compare_after_copy(work, snap, tgt, result) if verify else None
+            if scope is None:
+                return Replication(result, report, _carry_comments(table, snap, tgt, result))
+            with _read_only(table, tgt):
+                rows = partitions.row_counts(tgt, scope)
+            reports = (
+                _per_partition(
+                    scope,
+                    report,
+                    lambda keys: _compare_after_copy(
+                        partitions.scoped(table, keys, snap.conn).table, snap, tgt, result
+                    ),
+                )
+                if report is not None
+                else {}
+            )
+            outcome = PartitionOutcome(scope.keys, _scope_text(scope), rows, reports)
             docs = _carry_comments(table, snap, tgt, result)
-            return Replication(result, report, docs)
+            return Replication(result, report, docs, outcome)
 
     return _with_retries(target, attempt, on_retry)
+
+
+def _scope(
+    table: TableSpec, keys: Sequence[str] | None, snap: SourceSnapshot
+) -> partitions.PartitionScope | None:
+    """`table` narrowed to `keys` (None for a run over the whole table)."""
+    if table.partition is None or not keys:
+        return None
+    return partitions.scoped(table, keys, snap.conn)
+
+
+def _scope_text(scope: partitions.PartitionScope) -> str:
+    where = scope.table.where
+    assert where is not None
+    return where.text
+
+
+def _per_partition(
+    scope: partitions.PartitionScope,
+    report: IntegrityReport,
+    compare_keys: Callable[[Sequence[str]], IntegrityReport],
+) -> dict[str, IntegrityReport]:
+    """The report of each partition: the range's when it passed, else one per partition.
+
+    A range that passed has no difference in any of its partitions; one that failed is
+    compared again partition by partition, so the check names the partitions that differ.
+    """
+    if report.passed or len(scope.keys) == 1:
+        return dict.fromkeys(scope.keys, report)
+    return {key: compare_keys([key]) for key in scope.keys}
 
 
 def verify(
@@ -106,28 +175,69 @@ def verify(
 
     def attempt() -> IntegrityReport:
         with _snapshot(table, source, target) as (snap, tgt):
-            facts = TableCopier(table, snap, tgt).plan_source()
-            with _read_only(table, tgt):
-                compared = _compared_columns(table, tgt, facts)
-                return compare(
-                    table,
-                    source=snap.conn,
-                    source_relation=facts.relation,
-                    target=tgt,
-                    columns=[c.name for c in compared],
-                    key=facts.key,
-                    same_snapshot=False,
-                    hashable=portable_columns(compared, snap.version, catalog.server_version(tgt)),
-                )
+            return _verify_in(table, snap, tgt)
 
     return _with_retries(target, attempt, on_retry)
 
 
-def plan_statements(table: TableSpec, source: Database, target: Database) -> list[str]:
+def verify_partitions(
+    table: TableSpec,
+    source: Database,
+    target: Database,
+    partition_keys: Sequence[str],
+    *,
+    on_retry: RetryHook | None = None,
+) -> PartitionOutcome:
+    """The check of some partitions of a partitioned table, per partition.
+
+    One comparison over the partitions' whole range; when it fails, one per partition, so the
+    report names the partitions that differ. Never compares a partition against the whole table.
+    """
+
+    def attempt() -> PartitionOutcome:
+        with _snapshot(table, source, target) as (snap, tgt):
+            scope = partitions.scoped(table, partition_keys, snap.conn)
+            report = _verify_in(scope.table, snap, tgt)
+            reports = _per_partition(
+                scope,
+                report,
+                lambda keys: _verify_in(partitions.scoped(table, keys, snap.conn).table, snap, tgt),
+            )
+            return PartitionOutcome(scope.keys, _scope_text(scope), {}, reports)
+
+    return _with_retries(target, attempt, on_retry)
+
+
+def _verify_in(table: TableSpec, snap: SourceSnapshot, tgt: psycopg.Connection) -> IntegrityReport:
+    """Compare `table`'s scope on both sides: the source in `snap`, the target read-only."""
+    facts = TableCopier(table, snap, tgt).plan_source()
+    with _read_only(table, tgt):
+        compared = _compared_columns(table, tgt, facts)
+        return compare(
+            table,
+            source=snap.conn,
+            source_relation=facts.relation,
+            target=tgt,
+            columns=[c.name for c in compared],
+            key=facts.key,
+            same_snapshot=False,
+            hashable=portable_columns(compared, snap.version, catalog.server_version(tgt)),
+        )
+
+
+def plan_statements(
+    table: TableSpec,
+    source: Database,
+    target: Database,
+    *,
+    partition_keys: Sequence[str] | None = None,
+) -> list[str]:
     """Every statement a copy of `table` would send now, in order; nothing is written."""
     with _snapshot(table, source, target) as (snap, tgt):
         tgt.read_only = True
-        copier = TableCopier(table, snap, tgt, options=target.copy_options(), dry_run=True)
+        scope = _scope(table, partition_keys, snap)
+        work = scope.table if scope is not None else table
+        copier = TableCopier(work, snap, tgt, options=target.copy_options(), dry_run=True)
         copier.run()
         return copier.statements
 
@@ -245,10 +355,12 @@ def _with_retries(target: Database, attempt: Callable[[], T], on_retry: RetryHoo
 
 
 __all__ = [
+    "PartitionOutcome",
     "Replication",
     "StagecopyError",
     "leftover_staging",
     "plan_statements",
     "replicate",
     "verify",
+    "verify_partitions",
 ]

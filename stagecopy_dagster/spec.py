@@ -40,6 +40,7 @@ from stagecopy_dagster.identifiers import (
     parse_qualified_name,
     split_identifier_path,
 )
+from stagecopy_dagster.partitions import PartitionSpec
 from stagecopy_dagster.sqlguard import CheckedSql, parse_query, parse_where
 
 
@@ -298,6 +299,11 @@ class TableSpec(BaseModel):
         description="Columns masked in the source SELECT: `hash` (HMAC-SHA256 hex, keyed by "
         "$STAGECOPY_MASK_KEY) or `null`.",
     )
+    partition: PartitionSpec | None = Field(
+        default=None,
+        description="Dagster partitions as WHERE scopes: {column, by: day, start, timezone} "
+        "or {column, values: [...]}; see docs/partitions.md.",
+    )
 
     @field_validator("lookback")
     @classmethod
@@ -359,6 +365,14 @@ class TableSpec(BaseModel):
         if self.incremental_field and self.mode is Mode.REPLACE:
             raise ValueError("mode replace copies the whole scope; drop `incremental_field`")
         check_column_selection(self)
+        if self.partition is not None and self.incremental_field:
+            # A backfill of several partitions would take the watermark over the whole range
+            # and skip the rows of partitions not loaded yet; the partition is the increment.
+            raise ValueError(
+                "`partition` and `incremental_field` do not mix: each partition is copied "
+                "whole (a range's watermark would skip partitions not loaded yet); drop "
+                "`incremental_field`"
+            )
         return self
 
     @property

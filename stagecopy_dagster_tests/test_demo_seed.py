@@ -41,7 +41,7 @@ def test_demo_spec_loads_with_every_mode() -> None:
     assert master.where is not None and master.group_name == "market"
     assert master.schedule == "0 * * * *"
     prices = spec.table(str(PRICES))
-    assert prices.incremental_field == "updated_at" and prices.lookback == "10 minutes"
+    assert prices.partition is not None and prices.partition.column == "거래일"
     assert spec.table(str(ORDER_ITEMS)).mode is Mode.SYNC
 
 
@@ -79,8 +79,8 @@ def test_demo_copies_clean_twice(any_pg: PgPair) -> None:
     second = _run_all(any_pg)
     spec = load_spec(DEMO_SPEC)
     prices, _ = second[spec.table(str(PRICES)).asset_name]
-    # Incremental: the last trading day (inside the lookback) plus the ~1% touched rows.
-    assert prices.path == "staged" and prices.watermark is not None
+    # The whole table (no partition named): keys and hashes first, then the ~1% touched rows.
+    assert prices.path == "diff"
     assert 0 < prices.rows_copied < PRICE_ROWS
     assert prices.updated > 0 and prices.inserted == 5
     items, items_report = second[spec.table(str(ORDER_ITEMS)).asset_name]

@@ -2,10 +2,14 @@
 
 Starts `stagecopy demo --port N` from the repository (as `./dev demo` does) with a fresh
 `$STAGECOPY_HOME`, waits until GraphQL reports the code location LOADED, then in headless
-Chromium: opens the asset graph, clicks "Materialize all", waits for the run to succeed, and
-on the Korean-named table's asset page sees the row count and the `integrity` check Passed
-*for that run*. GraphQL must agree, and SIGTERM must stop `dagster dev`. Screenshots and the
-demo's output go to `e2e-artifacts/ui/` (always; `failure.png` when a step fails).
+Chromium: opens the asset graph, clicks "Materialize all"; the demo's daily prices are
+partitioned (by week), so Dagster asks which partitions: the test types a range of the last
+three, launches the backfill, and waits on the backfill's page until it has completed (one run
+for the unpartitioned tables, one run and one COPY stream for the range). Then, on the
+Korean-named table's asset page it sees the row count and the `integrity` check Passed *for the
+backfill's run*; GraphQL must agree, and report the partitioned table's check passed for each
+partition of the range. SIGTERM must stop `dagster dev`. Screenshots and the demo's output go
+to `e2e-artifacts/ui/` (always; `failure.png` when a step fails).
 
 Needs Debian's Chromium at /usr/bin/chromium (CI installs it); skipped only when it is missing.
 """
@@ -29,6 +33,8 @@ from stagecopy_dagster.build import DEMO_SPEC
 from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.local import LocalCluster
 from stagecopy_dagster.local.default import TARGET_DB
+from stagecopy_dagster.local.demo.seed import PRICES
+from stagecopy_dagster.partitions import all_keys
 from stagecopy_dagster.spec import load_spec
 from stagecopy_dagster_tests.e2e.demo_server import DemoServer
 from stagecopy_dagster_tests.e2e.ui import (
@@ -36,11 +42,9 @@ from stagecopy_dagster_tests.e2e.ui import (
     dismiss_nux,
     expect_visible_with_reloads,
     launch,
-    launched_run_id,
-    wait_run_status,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(720)]
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "e2e-artifacts" / "ui"
@@ -50,10 +54,27 @@ KOREAN_TABLE = "raw_data.인포맥스종목마스터"
 TABLE = load_spec(DEMO_SPEC).table(KOREAN_TABLE)
 ASSET = TABLE.asset_name
 GROUPS = sorted({t.group_name for t in load_spec(DEMO_SPEC).tables})
+#: The partitioned demo table, and the range of its partitions the test backfills.
+PARTITIONED = load_spec(DEMO_SPEC).table(str(PRICES))
+GROUP_ASSETS = [t.asset_name for t in load_spec(DEMO_SPEC).tables]
 
-# Budgets (seconds) that keep the whole test under 3 minutes on 2 busy cores.
-DEMO_READY_TIMEOUT = 150  # cluster + seed + the demo's own run + dagster dev loading
-RUN_TIMEOUT = 120  # the UI-launched run of every table and check (multiprocess executor)
+# Budgets (seconds) that keep the whole test under 5 minutes on 2 busy cores.
+DEMO_READY_TIMEOUT = 240  # cluster + seed + the demo's own two runs + dagster dev loading
+RUN_TIMEOUT = 240  # the UI-launched backfill: two runs (multiprocess executor), daemon ticks
+
+
+BACKFILL_QUERY = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill {
+    status runs { runId status } } }
+}
+"""
+CHECK_EXECUTIONS_QUERY = """
+query Executions($key: AssetKeyInput!, $limit: Int!) {
+  assetCheckExecutions(assetKey: $key, checkName: "integrity", limit: $limit) {
+    runId status evaluation { partition } }
+}
+"""
 
 
 def clean_env() -> dict[str, str]:
@@ -109,8 +130,17 @@ def target_rows(home: Path, table: QualifiedName) -> int:
     return int(row[0])
 
 
-def launch_materialize_all(steps: Steps, base: str) -> str:
-    """On the asset graph (every group shown), click "Materialize all"; the run's id."""
+def backfill_range() -> list[str]:
+    """The last three partition keys of the partitioned demo table."""
+    assert PARTITIONED.partition is not None
+    keys = list(all_keys(PARTITIONED.partition))
+    assert len(keys) >= 3
+    return keys[-3:]
+
+
+def launch_materialize_all(steps: Steps, base: str, keys: list[str]) -> str:
+    """On the asset graph (every group shown), "Materialize all" over the partition range
+    `keys` (the partitioned table) and every unpartitioned table; the backfill's id."""
     page = steps.page
     page.goto(f"{base}/asset-groups")
     materialize_all = page.get_by_role("button", name="Materialize all")
@@ -123,19 +153,49 @@ def launch_materialize_all(steps: Steps, base: str) -> str:
     steps.mark("asset graph")
 
     materialize_all.click()
-    run_id = launched_run_id(page)
-    steps.shot("02_launched")
-    steps.mark(f"launched run {run_id}")
-    return run_id
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text(re.compile(r"Launch runs to materialize \d+ assets"))).to_be_visible()
+    # The partition selection accepts Dagster's range syntax, as a user types it.
+    selection = dialog.locator("input[type=text]").first
+    selection.fill(f"[{keys[0]}...{keys[-1]}]")
+    selection.press("Enter")
+    expect(dialog.get_by_text(f"{len(keys)} partitions", exact=True)).to_be_visible()
+    steps.shot("02_partitions")
+    dialog.get_by_role("button", name="Launch backfill").click()
+    toast = page.get_by_text(re.compile(r"Created backfill \w+"))
+    toast.wait_for()
+    match = re.search(r"Created backfill (\w+)", toast.inner_text())
+    assert match is not None
+    backfill_id = match.group(1)
+    steps.shot("03_launched")
+    steps.mark(f"launched backfill {backfill_id} of {keys[0]}...{keys[-1]}")
+    return backfill_id
 
 
-def wait_run_succeeded(steps: Steps, base: str, run_id: str) -> None:
-    """On the run's page, wait for it to end, and require success."""
-    steps.page.goto(f"{base}/runs/{run_id}")
-    status = wait_run_status(steps.page, timeout=RUN_TIMEOUT)
-    steps.shot("03_run")
-    steps.mark(f"run {status}")
-    assert status == "Success", f"run {run_id} ended {status}; see {ARTIFACTS}"
+def wait_backfill_succeeded(steps: Steps, demo: DemoServer, backfill_id: str) -> list[str]:
+    """On the backfill's page, wait until it has completed, and require success; its runs."""
+    page = steps.page
+    page.goto(f"{demo.base_url}/runs/b/{backfill_id}")
+    deadline = time.monotonic() + RUN_TIMEOUT
+    backfill = demo.graphql(BACKFILL_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
+    while backfill["status"] in ("REQUESTED", "CANCELING") and time.monotonic() < deadline:
+        time.sleep(2)
+        backfill = demo.graphql(BACKFILL_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
+    status = backfill["status"]
+    runs = {r["runId"]: r["status"] for r in backfill["runs"]}
+    steps.mark(f"backfill {status}, runs {runs}")
+    assert status == "COMPLETED_SUCCESS", f"backfill {backfill_id} ended {status}: {runs}"
+    assert runs and set(runs.values()) == {"SUCCESS"}
+    # The backfill's page says so too (it polls; reload as a user would): status Succeeded,
+    # and the partitioned table's row among the assets, every one 100% completed.
+    expect_visible_with_reloads(page, page.get_by_text("Succeeded", exact=True).first)
+    # (An asset's link is named twice over: its icon's title and its text.)
+    name = re.compile(rf"^{PARTITIONED.asset_name}\b")
+    expect(page.get_by_role("link", name=name).first).to_be_visible()
+    expect(page.get_by_text("100% completed", exact=True)).to_have_count(len(GROUP_ASSETS))
+    steps.shot("04_backfill")
+    steps.mark("backfill page: Succeeded")
+    return list(runs)
 
 
 def see_row_count(steps: Steps, base: str, rows: int) -> None:
@@ -147,7 +207,7 @@ def see_row_count(steps: Steps, base: str, rows: int) -> None:
     # The overview's Status section: "Row count" over the `dagster/row_count` value.
     expect(page.get_by_text("Row count", exact=True)).to_be_visible()
     expect(page.get_by_text(f"{rows:,}", exact=True).first).to_be_visible()
-    steps.shot("04_asset_overview")
+    steps.shot("05_asset_overview")
     steps.mark(f"asset page: Row count {rows:,}")
 
 
@@ -159,7 +219,7 @@ def see_check_passed(steps: Steps, run_id: str) -> None:
     expect(page.get_by_text("Passed", exact=True).first).to_be_visible()
     # The "Passed" result belongs to *our* run, not to the demo's earlier one.
     expect_visible_with_reloads(page, page.locator(f'a[href^="/runs/{run_id}"]').first)
-    steps.shot("05_checks_passed")
+    steps.shot("06_checks_passed")
     steps.mark("integrity Passed for our run")
 
 
@@ -174,8 +234,12 @@ def test_materialize_all_from_the_ui_passes_the_korean_tables_check(demo: DemoSe
         steps = Steps(page)
         steps.mark(f"demo loaded after {loaded_after:.1f}s")
         try:
-            run_id = launch_materialize_all(steps, base)
-            wait_run_succeeded(steps, base, run_id)
+            keys = backfill_range()
+            backfill_id = launch_materialize_all(steps, base, keys)
+            runs = wait_backfill_succeeded(steps, demo, backfill_id)
+            # The Korean table (unpartitioned) ran in one of the backfill's runs.
+            run_id = demo.latest_check(ASSET, "integrity")["execution"]["runId"]
+            assert run_id in runs
             rows = target_rows(demo.home, TABLE.target_table)
             see_row_count(steps, base, rows)
             see_check_passed(steps, run_id)
@@ -192,6 +256,13 @@ def test_materialize_all_from_the_ui_passes_the_korean_tables_check(demo: DemoSe
     assert latest["materialization"]["runId"] == run_id
     metadata = {e["label"]: e.get("intValue") for e in latest["materialization"]["metadataEntries"]}
     assert metadata["dagster/row_count"] == rows > 0
+    # The partitioned table: one check evaluation per partition of the range, each passed, in
+    # the backfill's range run.
+    executions = demo.graphql(
+        CHECK_EXECUTIONS_QUERY, {"key": {"path": [PARTITIONED.asset_name]}, "limit": len(keys)}
+    )["assetCheckExecutions"]
+    assert {e["evaluation"]["partition"] for e in executions} == set(keys)
+    assert all(e["status"] == "SUCCEEDED" and e["runId"] in runs for e in executions)
 
     assert demo.stop(), (
         f"still running 30 s after SIGTERM: {demo.leftovers}; see {ARTIFACTS / 'demo.log'}"
