@@ -17,13 +17,16 @@ import traceback
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import dagster as dg
 
 from stagecopy_dagster import cli_help
 from stagecopy_dagster.errors import ConnectionConfigError, SpecError, StagecopyError
 from stagecopy_dagster.resources import PostgresResource
+
+if TYPE_CHECKING:
+    from stagecopy_dagster.spec import TableSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C (SIGINT)
@@ -34,6 +37,13 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"stagecopy: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,6 +92,18 @@ def _parser() -> argparse.ArgumentParser:
         )
         return with_embedded(p)
 
+    def with_jobs(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--jobs",
+            type=_positive_int,
+            default=1,
+            metavar="N",
+            help="tables at once, each in its own process (Dagster's multiprocess executor); "
+            "the pools still bound the sessions per database (default 1: one at a time, in "
+            "this process)",
+        )
+        return p
+
     def with_summary(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
             "--json",
@@ -106,8 +128,8 @@ def _parser() -> argparse.ArgumentParser:
         )
         return p
 
-    with_progress(with_summary(with_spec(command("run"))))
-    with_summary(with_spec(command("check")))
+    with_jobs(with_progress(with_summary(with_spec(command("run")))))
+    with_jobs(with_summary(with_spec(command("check"))))
     with_spec(command("plan"))
     demo = command("demo")
     demo.add_argument("--no-ui", action="store_true", help="stop after the run (no dagster dev)")
@@ -161,11 +183,11 @@ def _quiet_dagster(verbose: bool) -> dict[str, object]:
 
 
 def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
-    from stagecopy_dagster import cli_progress, cli_summary
+    from stagecopy_dagster import cli_progress
     from stagecopy_dagster.assets import progress_sink
     from stagecopy_dagster.build import build_definitions, is_demo_spec
     from stagecopy_dagster.selection import load_translator, select_tables
-    from stagecopy_dagster.spec import TableSpec, load_spec
+    from stagecopy_dagster.spec import load_spec
 
     verbose = getattr(args, "verbose", False)
     try:
@@ -194,6 +216,22 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
         if checks_only
         else dg.AssetSelection.assets(*keys)
     )
+    jobs = getattr(args, "jobs", 1)
+    if jobs > 1:
+        from stagecopy_dagster.executors import persistent_instance, run_in_processes
+
+        with (
+            persistent_instance() as instance,
+            run_in_processes(
+                spec_arg,
+                embedded=is_demo_spec(spec_arg),
+                asset_names=[t.asset_name for t in tables],
+                checks_only=checks_only,
+                jobs=jobs,
+                instance=instance,
+            ) as result,
+        ):
+            return _summarize(args, result, tables, assets, key_of=key_of, checks_only=checks_only)
     sink, live = cli_progress.open_display(mode, interval=interval, stream=sys.stderr)
     token = progress_sink.set(sink)
     try:
@@ -208,6 +246,21 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
             )
     finally:
         progress_sink.reset(token)
+    return _summarize(args, result, tables, assets, key_of=key_of, checks_only=checks_only)
+
+
+def _summarize(
+    args: argparse.Namespace,
+    result: dg.ExecuteInProcessResult | dg.JobExecutionResult,
+    tables: Sequence[TableSpec],
+    assets: list[dg.AssetsDefinition],
+    *,
+    key_of: Callable[[TableSpec], dg.AssetKey],
+    checks_only: bool,
+) -> int:
+    """Print the summary (text or --json) and each failed table; the exit code."""
+    from stagecopy_dagster import cli_summary
+
     summary = cli_summary.summarize(
         result, tables, assets, key_of=key_of, command="check" if checks_only else "run"
     )

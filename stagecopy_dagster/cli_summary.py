@@ -98,7 +98,7 @@ def one_line(text: str) -> str:
 
 
 def summarize(
-    result: dg.ExecuteInProcessResult,
+    result: dg.ExecuteInProcessResult | dg.JobExecutionResult,
     tables: Sequence[TableSpec],
     assets: Iterable[dg.AssetsDefinition],
     *,
