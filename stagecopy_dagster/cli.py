@@ -19,13 +19,13 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-import dagster as dg
-
 from stagecopy_dagster import cli_help
 from stagecopy_dagster.errors import ConnectionConfigError, SpecError, StagecopyError
-from stagecopy_dagster.resources import PostgresResource
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # Dagster is imported by the commands that run it, not by `--help`
+    import dagster as dg
+
+    from stagecopy_dagster.resources import PostgresResource
     from stagecopy_dagster.spec import TableSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -168,6 +168,8 @@ def _spec_arg(args: argparse.Namespace) -> str | os.PathLike[str]:
 
 
 def _instance() -> dg.DagsterInstance:
+    import dagster as dg
+
     # With DAGSTER_HOME set, runs land in the real instance (and show up in the UI).
     return (
         dg.DagsterInstance.get()
@@ -183,6 +185,8 @@ def _quiet_dagster(verbose: bool) -> dict[str, object]:
 
 
 def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
+    import dagster as dg
+
     from stagecopy_dagster import cli_progress
     from stagecopy_dagster.assets import progress_sink
     from stagecopy_dagster.build import build_definitions, is_demo_spec
