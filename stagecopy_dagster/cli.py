@@ -229,7 +229,8 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
             run_in_processes(
                 spec_arg,
                 embedded=is_demo_spec(spec_arg),
-                asset_names=[t.asset_name for t in tables],
+                translator=getattr(args, "translator", None),
+                keys=keys,
                 checks_only=checks_only,
                 jobs=jobs,
                 instance=instance,

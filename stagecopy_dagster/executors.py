@@ -29,16 +29,22 @@ def multiprocess_run_config(max_concurrent: int) -> dict[str, object]:
 
 
 def cli_job(
-    spec: str, embedded: bool, asset_names: Sequence[str], checks_only: bool
+    spec: str,
+    embedded: bool,
+    translator: str | None,
+    key_paths: Sequence[Sequence[str]],
+    checks_only: bool,
 ) -> dg.JobDefinition:
-    """The job of one `stagecopy run/check`: the named tables, or only their checks.
+    """The job of one `stagecopy run/check`: the tables' assets, or only their checks.
 
-    Module-level and called with plain values, so each step process can rebuild it.
+    Module-level and called with plain values (the translator as `module:Class`, each asset
+    key as its path), so each step process can rebuild it.
     """
     from stagecopy_dagster.build import build_definitions  # noqa: PLC0415 (light module import)
+    from stagecopy_dagster.selection import load_translator  # noqa: PLC0415
 
-    defs = build_definitions(spec, embedded=embedded)
-    keys = [dg.AssetKey(name) for name in asset_names]
+    defs = build_definitions(spec, embedded=embedded, translator=load_translator(translator))
+    keys = [dg.AssetKey(list(path)) for path in key_paths]
     selection = (
         dg.AssetSelection.checks_for_assets(*keys)
         if checks_only
@@ -71,19 +77,21 @@ def run_in_processes(
     spec: str | os.PathLike[str],
     *,
     embedded: bool,
-    asset_names: Sequence[str],
+    translator: str | None,
+    keys: Sequence[dg.AssetKey],
     checks_only: bool,
     jobs: int,
     instance: dg.DagsterInstance,
 ) -> Iterator[dg.JobExecutionResult]:
-    """Run the tables' steps (or checks) `jobs` at a time, each in its own process."""
+    """Run the assets' steps (or their checks) `jobs` at a time, each in its own process."""
     job = dg.build_reconstructable_job(
         __name__,
         cli_job.__name__,
         reconstructable_args=(
             str(Path(spec).resolve()),
             embedded,
-            list(asset_names),
+            translator,
+            [list(key.path) for key in keys],
             checks_only,
         ),  # type: ignore[arg-type]  (the signature says a 1-tuple; any tuple works)
     )
