@@ -96,8 +96,12 @@ def seed(cl: BenchClusters, *, tables: int = TABLES, rows: int = ROWS) -> None:
 
 
 def _empty_target(cl: BenchClusters) -> None:
+    """An empty target schema. It exists before the run: tables copied side by side into a
+    schema that does not exist yet would wait for each other (the first copy creates the
+    schema in its transaction, and the others' CREATE SCHEMA waits for it to commit)."""
     with psycopg.connect(cl.target.url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
         conn.execute("CHECKPOINT")
 
 

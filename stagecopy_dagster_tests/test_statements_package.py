@@ -23,6 +23,7 @@ PUBLIC_NAMES = {
     *("FILLED_COLUMNS", "alter_column_type"),  # issue #13: on_schema_change
     # Added since: the copy's expected size (issue #14).
     *("count_select", "explain_estimate"),
+    "schema_lock",  # issue #12: copies side by side into a new schema
 }
 
 
