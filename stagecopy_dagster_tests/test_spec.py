@@ -430,6 +430,8 @@ def test_schema_policy_and_masks_parse_with_defaults() -> None:
 )
 def test_column_selection_and_mask_errors(entry: dict[str, Any], says: str) -> None:
     assert spec_error({"tables": [{"source": "a.b", **entry}]}) == f"spec: tables[0] {says}"
+
+
 def test_check_schedule_is_a_validated_cron_also_under_defaults() -> None:
     spec = load_spec(
         {
