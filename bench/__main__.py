@@ -91,6 +91,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="CopyOptions.write_block for the copier, in bytes (default: the copier's own)",
     )
+    p.add_argument(
+        "--many",
+        action="store_true",
+        help="instead: 8 tables x 200k rows, `stagecopy run --jobs N` for N = 1, 2, 4",
+    )
+    p.add_argument(
+        "--startup",
+        action="store_true",
+        help="instead: `stagecopy run` of a 1-row table, --runs times (start-up cost)",
+    )
     p.add_argument("--workdir", type=Path, help="where the clusters live (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the clusters' data directory")
     p.add_argument(
@@ -322,8 +332,29 @@ def _report_shape(args: argparse.Namespace, done: _ShapeResult) -> dict[str, Any
     }
 
 
+def _other_shape(args: argparse.Namespace) -> int:
+    """`--many` or `--startup`: their own data and table (bench/many.py, bench/startup.py)."""
+    from bench import many, startup  # noqa: PLC0415 (only for these modes)
+
+    try:
+        with running_clusters(args.pg, args.workdir, keep=args.keep) as cl:
+            log(f"PostgreSQL {cl.install.version} source and target clusters up")
+            if args.startup:
+                print(startup.render(startup.run_startup(cl, runs=args.runs)))
+                return 0
+            many.seed(cl)
+            results = many.run_many(cl, runs=args.runs)
+    except BenchFailure as exc:
+        log(f"BENCHMARK FAILED: {exc}")
+        return 2
+    print(many.render(results, tables=many.TABLES, rows=many.ROWS))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
+    if args.many or args.startup:
+        return _other_shape(args)
     started = time.perf_counter()
     load_before = os.getloadavg()
     if load_before[0] > _BUSY_LOAD:

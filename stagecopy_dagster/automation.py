@@ -55,26 +55,33 @@ def build_all_tables_job(  # untyped: an unresolved asset job
     )
 
 
-def _schedule_name(group: str, cron: str, taken: set[str], names: Names) -> str:
-    name = names.of(f"{group}_schedule")
+def _schedule_name(group: str, cron: str, taken: set[str], names: Names, kind: str) -> str:
+    name = names.of(f"{group}_{kind}")
     if name in taken:
-        name = f"{group}_schedule_{hashlib.sha1(cron.encode()).hexdigest()[:6]}"
+        name = names.of(f"{group}_{kind}_{hashlib.sha1(cron.encode()).hexdigest()[:6]}")
     taken.add(name)
     return name
+
+
+def _by_group_and_cron(
+    tables: Sequence[TableSpec], cron_of: Callable[[TableSpec], str | None]
+) -> list[tuple[tuple[str, str], list[TableSpec]]]:
+    by_slot: dict[tuple[str, str], list[TableSpec]] = defaultdict(list)
+    for table in tables:
+        cron = cron_of(table)
+        if cron:
+            by_slot[(table.group_name, cron)].append(table)
+    return sorted(by_slot.items())
 
 
 def build_schedules(
     tables: Sequence[TableSpec], *, key_of: KeyOf = default_key, names: Names = PLAIN
 ) -> list[dg.ScheduleDefinition]:
     """One schedule per (group, cron): tables of a group that share a cron run together."""
-    by_slot: dict[tuple[str, str], list[TableSpec]] = defaultdict(list)
-    for table in tables:
-        if table.schedule:
-            by_slot[(table.group_name, table.schedule)].append(table)
     schedules: list[dg.ScheduleDefinition] = []
     taken: set[str] = set()
-    for (group, cron), members in sorted(by_slot.items()):
-        name = _schedule_name(group, cron, taken, names)
+    for (group, cron), members in _by_group_and_cron(tables, lambda t: t.schedule):
+        name = _schedule_name(group, cron, taken, names, "schedule")
         job = dg.define_asset_job(
             f"{name}_job",
             selection=dg.AssetSelection.assets(*[key_of(t) for t in members]),
@@ -86,6 +93,43 @@ def build_schedules(
                 cron_schedule=cron,
                 default_status=dg.DefaultScheduleStatus.RUNNING,
                 description=f"{len(members)} table(s) of group {group} at '{cron}'.",
+            )
+        )
+    return schedules
+
+
+def build_check_schedules(
+    tables: Sequence[TableSpec], *, key_of: KeyOf = default_key, names: Names = PLAIN
+) -> list[dg.ScheduleDefinition]:
+    """One schedule per (group, `check_schedule` cron) that runs only the tables' checks.
+
+    Its job selects the `integrity` checks alone (no asset), so nothing is copied: each check
+    compares the whole scope of the current source with the target, which catches what a
+    copy's own check may not look at (a row changed without moving its watermark).
+
+    Example:
+        >>> spec = load_spec({"tables": [{"source": "public.orders",  # doctest: +SKIP
+        ...     "check_schedule": "0 3 * * *"}]})
+        >>> build_check_schedules(spec.tables)[0].name  # doctest: +SKIP
+        'public_check_schedule'
+    """
+    schedules: list[dg.ScheduleDefinition] = []
+    taken: set[str] = set()
+    for (group, cron), members in _by_group_and_cron(tables, lambda t: t.check_schedule):
+        name = _schedule_name(group, cron, taken, names, "check_schedule")
+        job = dg.define_asset_job(
+            f"{name}_job",
+            selection=dg.AssetSelection.checks_for_assets(*[key_of(t) for t in members]),
+            description="Run the full-scope integrity checks only; copy nothing.",
+        )
+        schedules.append(
+            dg.ScheduleDefinition(
+                name=name,
+                job=job,
+                cron_schedule=cron,
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description=f"Integrity checks of {len(members)} table(s) of group {group} "
+                f"at '{cron}' (no copy).",
             )
         )
     return schedules

@@ -12,6 +12,7 @@ import dagster as dg
 from stagecopy_dagster.assets import build_table_asset
 from stagecopy_dagster.automation import (
     build_all_tables_job,
+    build_check_schedules,
     build_cleanup_job,
     build_cleanup_schedule,
     build_schedules,
@@ -165,6 +166,7 @@ def build_definitions(
         schedules=[
             *build_schedules(unpartitioned(tables), key_of=key_of, names=names),
             *build_partition_schedules(tables, key_of=key_of, names=names),
+            *build_check_schedules(unpartitioned(tables), key_of=key_of, names=names),
             build_cleanup_schedule(cleanup, names),
         ],
         sensors=[build_source_sensor(unpartitioned(tables), key_of=key_of, names=names)],

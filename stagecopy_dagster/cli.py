@@ -17,14 +17,17 @@ import traceback
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import cast
-
-import dagster as dg
+from typing import TYPE_CHECKING, cast
 
 from stagecopy_dagster import cli_help
 from stagecopy_dagster.errors import ConnectionConfigError, SpecError, StagecopyError
-from stagecopy_dagster.partitions import PartitionSelectionError
-from stagecopy_dagster.resources import PostgresResource
+
+if TYPE_CHECKING:  # Dagster is imported by the commands that run it, not by `--help`
+    import dagster as dg
+
+    from stagecopy_dagster.cli_summary import RunSummary
+    from stagecopy_dagster.resources import PostgresResource
+    from stagecopy_dagster.spec import TableSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C (SIGINT)
@@ -35,6 +38,13 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"stagecopy: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,6 +93,18 @@ def _parser() -> argparse.ArgumentParser:
         )
         return with_embedded(p)
 
+    def with_jobs(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--jobs",
+            type=_positive_int,
+            default=1,
+            metavar="N",
+            help="tables at once, each in its own process (Dagster's multiprocess executor); "
+            "the pools still bound the sessions per database (default 1: one at a time, in "
+            "this process)",
+        )
+        return p
+
     def with_summary(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
             "--json",
@@ -113,8 +135,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--to", dest="last", metavar="KEY", help="last partition of a range")
         return p
 
-    with_partitions(with_progress(with_summary(with_spec(command("run")))))
-    with_partitions(with_summary(with_spec(command("check"))))
+    with_jobs(with_partitions(with_progress(with_summary(with_spec(command("run"))))))
+    with_jobs(with_partitions(with_summary(with_spec(command("check")))))
     with_spec(command("plan"))
     demo = command("demo")
     demo.add_argument("--no-ui", action="store_true", help="stop after the run (no dagster dev)")
@@ -153,6 +175,8 @@ def _spec_arg(args: argparse.Namespace) -> str | os.PathLike[str]:
 
 
 def _instance() -> dg.DagsterInstance:
+    import dagster as dg
+
     # With DAGSTER_HOME set, runs land in the real instance (and show up in the UI).
     return (
         dg.DagsterInstance.get()
@@ -168,12 +192,18 @@ def _quiet_dagster(verbose: bool) -> dict[str, object]:
 
 
 def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
+    import dagster as dg
+
     from stagecopy_dagster import cli_progress, cli_summary
     from stagecopy_dagster.assets import progress_sink
     from stagecopy_dagster.build import build_definitions, is_demo_spec
-    from stagecopy_dagster.partitions import partition_runs, partitioned_tables
+    from stagecopy_dagster.partitions import (
+        PartitionSelectionError,
+        partition_runs,
+        partitioned_tables,
+    )
     from stagecopy_dagster.selection import load_translator, select_tables
-    from stagecopy_dagster.spec import TableSpec, load_spec
+    from stagecopy_dagster.spec import load_spec
 
     verbose = getattr(args, "verbose", False)
     try:
@@ -207,6 +237,29 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
     defs = build_definitions(spec, embedded=is_demo_spec(spec_arg), translator=translator)
     assets = cast(list[dg.AssetsDefinition], list(defs.assets or []))
     command = "check" if checks_only else "run"
+    jobs = getattr(args, "jobs", 1)
+    if jobs > 1:
+        from stagecopy_dagster.executors import persistent_instance, run_in_processes
+
+        if any(run.tags for run in runs):
+            raise PartitionSelectionError(
+                "--jobs > 1 runs unpartitioned tables only; run the partitioned tables "
+                f"({', '.join(t.label for t in partitioned_tables(tables))}) with --jobs 1"
+            )
+        with (
+            persistent_instance() as instance,
+            run_in_processes(
+                spec_arg,
+                embedded=is_demo_spec(spec_arg),
+                translator=getattr(args, "translator", None),
+                keys=[key_of(t) for t in tables],
+                checks_only=checks_only,
+                jobs=jobs,
+                instance=instance,
+            ) as result,
+        ):
+            summary = cli_summary.summarize(result, tables, assets, key_of=key_of, command=command)
+            return _print_summary(args, summary, succeeded=result.success)
     sink, live = cli_progress.open_display(mode, interval=interval, stream=sys.stderr)
     token = progress_sink.set(sink)
     summaries: list[cli_summary.RunSummary] = []
@@ -238,6 +291,13 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
     finally:
         progress_sink.reset(token)
     summary = cli_summary.combine(summaries, command=command)
+    return _print_summary(args, summary, succeeded=succeeded)
+
+
+def _print_summary(args: argparse.Namespace, summary: RunSummary, *, succeeded: bool) -> int:
+    """Print the summary (text or --json) and each failed table; the exit code."""
+    from stagecopy_dagster import cli_summary
+
     code = EXIT_OK if summary.ok and succeeded else EXIT_FAILED
     for table in summary.tables:
         if table.status == cli_summary.FAILED:
@@ -374,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _explain(exc: Exception, *, verbose: bool) -> tuple[str, int]:
     """The line to print for an error that ended a command, and the exit code."""
+    from stagecopy_dagster.partitions import PartitionSelectionError  # loads Dagster
+
     if isinstance(exc, PartitionSelectionError):
         return f"error: {exc}", EXIT_USAGE
     if isinstance(exc, SpecError):

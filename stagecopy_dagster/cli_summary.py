@@ -135,7 +135,7 @@ def combine(summaries: Sequence[RunSummary], *, command: str) -> RunSummary:
 
 
 def summarize(
-    result: dg.ExecuteInProcessResult,
+    result: dg.ExecuteInProcessResult | dg.JobExecutionResult,
     tables: Sequence[TableSpec],
     assets: Iterable[dg.AssetsDefinition],
     *,

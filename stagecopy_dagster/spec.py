@@ -245,6 +245,10 @@ class TableSpec(BaseModel):
     name: str | None = Field(default=None, description="Asset name (^[A-Za-z0-9_]+$).")
     group: str | None = Field(default=None, description="Asset group; defaults to the schema.")
     schedule: str | None = Field(default=None, description="Cron schedule for this table.")
+    check_schedule: str | None = Field(
+        default=None,
+        description="Cron schedule of the full-scope `integrity` check alone (no copy).",
+    )
     description: str | None = Field(
         default=None, description="Asset description; defaults to the source table's COMMENT."
     )
@@ -337,7 +341,7 @@ class TableSpec(BaseModel):
                 raise ValueError(f"tag {key}: value {tag!r}: use letters, digits, '_', '-', '.'")
         return value
 
-    @field_validator("schedule", "observe_schedule")
+    @field_validator("schedule", "observe_schedule", "check_schedule")
     @classmethod
     def _check_cron(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and not _is_valid_cron(value):

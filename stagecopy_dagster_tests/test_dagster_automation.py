@@ -16,6 +16,9 @@ from psycopg import sql
 
 from stagecopy_dagster import PostgresResource, build_definitions
 from stagecopy_dagster.automation import drop_staging_tables
+from stagecopy_dagster.spec import TableSpec
+from stagecopy_dagster.translator import StagecopyTranslator
+from stagecopy_dagster_tests.dghelpers import materialize
 from stagecopy_dagster_tests.pg import PgPair, PgPairFactory
 
 T = TypeVar("T")
@@ -261,6 +264,108 @@ def test_no_schedule_means_only_the_cleanup_schedule() -> None:
         {"tables": [{"source": "public.a"}]}, source_url=FAKE_SOURCE_URL, target_url=FAKE_TARGET_URL
     )
     assert [s.name for s in defs.schedules or []] == ["stagecopy_cleanup_schedule"]
+
+
+def test_check_schedule_job_selects_only_the_checks_of_its_tables() -> None:
+    defs = build_definitions(
+        {
+            "defaults": {"group": "market", "check_schedule": "0 3 * * *"},
+            "tables": [
+                {"source": "public.quotes", "schedule": "0 * * * *"},
+                {"source": "public.trades"},
+                {"source": "public.daily", "check_schedule": "30 4 * * *"},
+                {"source": "public.users", "check_schedule": None},
+            ],
+        },
+        source_url=FAKE_SOURCE_URL,
+        target_url=FAKE_TARGET_URL,
+        name="crm",
+    )
+    second = f"crm_market_check_schedule_{hashlib.sha1(b'30 4 * * *').hexdigest()[:6]}"
+    names = sorted(s.name for s in defs.schedules or [])
+    assert names == [
+        "crm_market_check_schedule",
+        second,
+        "crm_market_schedule",
+        "crm_stagecopy_cleanup_schedule",
+    ]
+    nightly = defs.resolve_schedule_def("crm_market_check_schedule")
+    assert nightly.cron_schedule == "0 3 * * *"
+    assert nightly.default_status == dg.DefaultScheduleStatus.RUNNING
+    job = defs.resolve_job_def(nightly.job_name)
+    assert job.name == "crm_market_check_schedule_job"
+    # Only the checks: no asset of the job is executed (nothing is copied).
+    assert job.asset_layer.executable_asset_keys == set()
+    assert job.asset_layer.asset_graph.asset_check_keys == {
+        dg.AssetCheckKey(dg.AssetKey(n), "integrity") for n in ("quotes", "trades")
+    }
+    daily = defs.resolve_job_def(defs.resolve_schedule_def(second).job_name)
+    assert daily.asset_layer.asset_graph.asset_check_keys == {
+        dg.AssetCheckKey(dg.AssetKey("daily"), "integrity")
+    }
+
+
+class _Prefixed(StagecopyTranslator):
+    def get_asset_spec(self, table: TableSpec) -> dg.AssetSpec:
+        spec = super().get_asset_spec(table)
+        return spec.replace_attributes(key=spec.key.with_prefix("replica"))
+
+
+def test_check_schedule_asks_the_translator_for_keys() -> None:
+    defs = build_definitions(
+        {"tables": [{"source": "public.a", "check_schedule": "0 3 * * *"}]},
+        source_url=FAKE_SOURCE_URL,
+        target_url=FAKE_TARGET_URL,
+        translator=_Prefixed(),
+    )
+    job = defs.resolve_job_def(defs.resolve_schedule_def("public_check_schedule").job_name)
+    assert job.asset_layer.asset_graph.asset_check_keys == {
+        dg.AssetCheckKey(dg.AssetKey(["replica", "a"]), "integrity")
+    }
+
+
+def test_check_schedule_runs_the_full_checks_and_copies_nothing(pair: PgPair) -> None:
+    """The schedule's job on real PostgreSQL: checks only, whole scope, nothing written.
+
+    A target row changed without its watermark moving is caught (a copy's window would not see
+    it), and the target is left exactly as it was.
+    """
+    pair.source(
+        "CREATE TABLE chk_a (id int PRIMARY KEY, v text, updated_at timestamptz NOT NULL)",
+        "INSERT INTO chk_a SELECT g, md5(g::text), '2026-01-01'::timestamptz + g * interval "
+        "'1 minute' FROM generate_series(1, 500) g",
+        "CREATE TABLE chk_b (id int PRIMARY KEY, v text)",
+        "INSERT INTO chk_b SELECT g, md5(g::text) FROM generate_series(1, 300) g",
+    )
+    spec = {
+        "defaults": {"group": "nightly", "check_schedule": "0 3 * * *"},
+        "tables": [
+            {"source": "public.chk_a", "incremental_field": "updated_at"},
+            {"source": "public.chk_b"},
+        ],
+    }
+    defs = build_definitions(spec, source_url=pair.source_url, target_url=pair.target_url)
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize(defs, instance=instance).success
+    # An old row changes at the source, its watermark left behind; one row goes at the target.
+    pair.source("UPDATE chk_a SET v = 'changed' WHERE id = 7")
+    pair.target("DELETE FROM chk_b WHERE id = 9")
+    before = pair.target_rows("SELECT count(*) FROM chk_b")
+
+    schedule = defs.resolve_schedule_def("nightly_check_schedule")
+    job = defs.resolve_job_def(schedule.job_name)
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+
+    assert result.get_asset_materialization_events() == []
+    assert not [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    checks = {c.asset_key.to_user_string(): c for c in result.get_asset_check_evaluations()}
+    assert set(checks) == {"chk_a", "chk_b"}
+    assert not checks["chk_a"].passed
+    assert checks["chk_a"].metadata["changed_rows"].value == 1
+    assert not checks["chk_b"].passed
+    assert checks["chk_b"].metadata["missing_rows"].value == 1
+    assert pair.target_rows("SELECT count(*) FROM chk_b") == before
+    assert pair.target_rows("SELECT v FROM chk_a WHERE id = 7") != [("changed",)]
 
 
 # --- staging clean-up ---------------------------------------------------------------------

@@ -400,3 +400,38 @@ def test_pool_limits_parallel_copies(any_pg: PgPair, tmp_path: Path) -> None:
         assert sampler.max_sessions.get(db, 0) == 2, sampler.max_sessions
     for i in range(POOL_TABLES):
         assert same_rows(any_pg, f"t{i:02d}")
+
+
+@pytest.mark.integration
+def test_copy_into_a_schema_another_copy_is_creating_waits_and_succeeds(any_pg: PgPair) -> None:
+    """Tables copied side by side into a new schema (`stagecopy run --jobs N`): while one copy
+    has created the schema but not committed, another finds no schema, waits for the first
+    to commit, and then copies into the schema it made, instead of failing on the catalog's
+    unique name.
+
+    The first copy is played by an admin session holding the schema's lock the same way; the
+    copy under test is seen waiting in `pg_stat_activity` before the admin commits.
+    """
+    any_pg.source(
+        "CREATE TABLE fresh (id int PRIMARY KEY, v text)",
+        "INSERT INTO fresh SELECT g, md5(g::text) FROM generate_series(1, 100) g",
+    )
+    spec = table_spec({"source": "public.fresh", "target": "newschema.fresh"})
+    with psycopg.connect(any_pg.target_admin_url) as admin:
+        admin.execute(
+            "SELECT pg_catalog.pg_advisory_xact_lock("
+            "hashtextextended('stagecopy-schema:newschema', 0))"
+        )
+        admin.execute("CREATE SCHEMA newschema AUTHORIZATION stagecopy_writer")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            copy = pool.submit(lambda: runner.replicate(spec, *resources(any_pg)))
+            deadline = time.monotonic() + 120
+            while _lock_waiters(any_pg.target_admin_url) < 1:
+                assert not copy.done(), copy.result()
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            admin.commit()
+            done = copy.result(timeout=120)
+    assert done.result.rows_copied == 100
+    assert done.result.created_table
+    assert any_pg.target_rows("SELECT count(*) FROM newschema.fresh") == [(100,)]

@@ -430,3 +430,18 @@ def test_schema_policy_and_masks_parse_with_defaults() -> None:
 )
 def test_column_selection_and_mask_errors(entry: dict[str, Any], says: str) -> None:
     assert spec_error({"tables": [{"source": "a.b", **entry}]}) == f"spec: tables[0] {says}"
+
+
+def test_check_schedule_is_a_validated_cron_also_under_defaults() -> None:
+    spec = load_spec(
+        {
+            "defaults": {"check_schedule": "0 3 * * *"},
+            "tables": [{"source": "a.b"}, {"source": "a.c", "check_schedule": "@daily"}],
+        }
+    )
+    assert [t.check_schedule for t in spec.tables] == ["0 3 * * *", "@daily"]
+    message = spec_error({"tables": [{"source": "a.orders", "check_schedule": "nightly"}]})
+    assert message == (
+        "spec: tables[0] (a.orders).check_schedule: check_schedule 'nightly' is not a valid "
+        "cron string"
+    )

@@ -25,6 +25,7 @@ PUBLIC_NAMES = {
     *("count_select", "explain_estimate"),
     # Since: the key-build facts and the incremental window check (issue #12).
     *("CACHE_BYTES", "COLUMN_CORRELATION", "RELATION_SIZE", "count_scope", "window_condition"),
+    "schema_lock",  # issue #12: copies side by side into a new schema
 }
 
 

@@ -34,3 +34,9 @@ def test_small_session_statements() -> None:
     assert text(st.lock_table(TARGET)) == f"LOCK TABLE {T} IN SHARE ROW EXCLUSIVE MODE"
     assert text(st.set_local("lock_timeout", "30s")) == "SET LOCAL \"lock_timeout\" = '30s'"
     assert text(st.set_snapshot("00000003-1")) == "SET TRANSACTION SNAPSHOT '00000003-1'"
+
+
+def test_schema_lock_key_names_the_schema() -> None:
+    assert text(st.schema_lock("raw_data")) == (
+        "SELECT pg_catalog.pg_advisory_xact_lock(hashtextextended('stagecopy-schema:raw_data', 0))"
+    )

@@ -192,6 +192,11 @@ def _create_schema(ctx: CopyContext) -> bool:
     # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists.
     if ctx.target.scalar(st.SCHEMA_EXISTS, (schema,)) is not None:
         return False
+    # Another copy may be creating it (tables side by side into a new schema): wait for its
+    # commit, then look again (read committed: the next statement sees it).
+    ctx.target.execute(st.schema_lock(schema))
+    if ctx.target.scalar(st.SCHEMA_EXISTS, (schema,)) is not None:
+        return False
     ctx.target.execute(st.create_schema(schema))
     return True
 

@@ -61,6 +61,18 @@ def advisory_lock(table: QualifiedName) -> sql.Composed:
     )
 
 
+def schema_lock(schema: str) -> sql.Composed:
+    """A transaction-level advisory lock taken before creating the target schema `schema`.
+
+    Copies run side by side into a new schema: the first creates it, the others wait for its
+    commit and then find it, instead of failing on the catalog's unique name.
+    """
+    key = f"stagecopy-schema:{schema}"
+    return sql.SQL("SELECT pg_catalog.pg_advisory_xact_lock(hashtextextended({}, 0))").format(
+        sql.Literal(key)
+    )
+
+
 def lock_table(table: QualifiedName) -> sql.Composed:
     """`LOCK TABLE ... IN SHARE ROW EXCLUSIVE MODE`: readers go on, other writers wait."""
     return sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table.identifier)

@@ -1,0 +1,159 @@
+"""`python -m bench --many`: many tables at once, `stagecopy run --jobs N` for N = 1, 2, 4.
+
+Eight tables of 200,000 rows (about 280 bytes a row, as the main data set) are copied into an
+empty target by the CLI, as a user runs it (no `DAGSTER_HOME`: for N > 1 a temporary instance
+whose pools allow 4 copies at once). Each run starts from empty target tables and is checked
+against the source (count and a hash sum per table) besides the run's own integrity checks.
+The report gives each N's median wall time (the whole command, start-up included) and its
+speed-up over N = 1.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import yaml
+from psycopg import sql
+
+from bench.cli_run import _command
+from bench.clusters import BenchClusters
+from bench.measured import ChildFailed, clean_env, measured
+from bench.run import REPO, BenchFailure, log
+
+SCHEMA = "many"
+TABLES = 8
+ROWS = 200_000
+JOBS = (1, 2, 4)
+
+_SEED = """
+CREATE TABLE {table} (
+    id bigint PRIMARY KEY,
+    name text NOT NULL,
+    note text,
+    amount numeric(14, 2),
+    ratio float8,
+    attrs jsonb,
+    created_at timestamptz NOT NULL
+);
+INSERT INTO {table}
+SELECT g,
+       '종목 ' || g || E'\\t' || md5(g::text),
+       CASE WHEN g % 10 = 0 THEN NULL ELSE repeat(md5((g * 7)::text), 3) END,
+       (g * 13.37)::numeric(14, 2),
+       g / 7.0,
+       jsonb_build_object('k', g % 97, 'tag', md5(g::text)),
+       '2026-01-01'::timestamptz + g * interval '1 second'
+FROM generate_series(1, {rows}) g;
+"""
+
+
+@dataclass(frozen=True)
+class JobsResult:
+    """The runs of one `--jobs N`: wall seconds of each, and the median."""
+
+    jobs: int
+    seconds: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        """The median wall time."""
+        return statistics.median(self.seconds)
+
+
+def _table(i: int) -> sql.Identifier:
+    return sql.Identifier(SCHEMA, f"t{i}")
+
+
+def _digests(url: str, tables: int) -> list[tuple[int, int]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = []
+        for i in range(tables):
+            row = conn.execute(
+                sql.SQL("SELECT count(*), coalesce(sum(hashtext(t::text)), 0) FROM {} t").format(
+                    _table(i)
+                )
+            ).fetchone()
+            assert row is not None
+            rows.append((int(row[0]), int(row[1])))
+    return rows
+
+
+def seed(cl: BenchClusters, *, tables: int = TABLES, rows: int = ROWS) -> None:
+    """The source tables (the target schema is created by the first run)."""
+    with psycopg.connect(cl.source.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
+        for i in range(tables):
+            conn.execute(
+                sql.SQL(_SEED).format(table=_table(i), rows=sql.Literal(rows))  # type: ignore[arg-type]
+            )
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(_table(i)))
+
+
+def _empty_target(cl: BenchClusters) -> None:
+    """An empty target schema. It exists before the run: tables copied side by side into a
+    schema that does not exist yet would wait for each other (the first copy creates the
+    schema in its transaction, and the others' CREATE SCHEMA waits for it to commit)."""
+    with psycopg.connect(cl.target.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
+        conn.execute("CHECKPOINT")
+
+
+def run_many(cl: BenchClusters, *, runs: int, tables: int = TABLES) -> list[JobsResult]:
+    """Time `stagecopy run --jobs N` for each N of JOBS, `runs` times, verifying every run."""
+    spec = {"tables": [{"source": f"{SCHEMA}.t{i}"} for i in range(tables)]}
+    expected = _digests(cl.source.url, tables)
+    seconds: dict[int, list[float]] = {n: [] for n in JOBS}
+    with tempfile.TemporaryDirectory(prefix="bench-many-") as tmp:
+        spec_path = Path(tmp) / "replication.yaml"
+        spec_path.write_text(yaml.safe_dump(spec))
+        env = clean_env(
+            STAGECOPY_SOURCE_URL=cl.source.url,
+            STAGECOPY_TARGET_URL=cl.target.url,
+            DAGSTER_DISABLE_TELEMETRY="1",
+        )
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        for name in ("DAGSTER_HOME", "STAGECOPY_SPEC"):
+            env.pop(name, None)
+        for run in range(runs):
+            # Interleaved, so a change in the machine's load touches every N alike.
+            for jobs in JOBS:
+                _empty_target(cl)
+                command = [*_command(), "run", "--spec", str(spec_path), "--jobs", str(jobs)]
+                try:
+                    m = measured(command, env, timeout=1200, cwd=Path(tmp))
+                except ChildFailed as exc:
+                    raise BenchFailure(f"stagecopy run --jobs {jobs} failed: {exc}") from exc
+                if f"{tables} tables: ok" not in m.output:
+                    raise BenchFailure(f"--jobs {jobs}: no ok line:\n{m.output[-2000:]}")
+                if _digests(cl.target.url, tables) != expected:
+                    raise BenchFailure(f"--jobs {jobs}: the target differs from the source")
+                seconds[jobs].append(m.seconds)
+                log(
+                    f"  round {run + 1}/{runs} --jobs {jobs}: {m.seconds:6.2f} s "
+                    f"(load average {os.getloadavg()[0]:.1f})"
+                )
+    return [JobsResult(n, tuple(seconds[n])) for n in JOBS]
+
+
+def render(results: list[JobsResult], *, tables: int, rows: int) -> str:
+    """The table: each N's median (and range) and its speed-up over N = 1."""
+    base = results[0].median
+    lines = [
+        f"`stagecopy run --jobs N`, {tables} tables x {rows:,} rows, empty target, "
+        f"{os.cpu_count()} CPUs (medians of {len(results[0].seconds)} runs)",
+        "| N | seconds (median) | range | speed-up over N = 1 |",
+        "|---|---|---|---|",
+    ]
+    lines.extend(
+        f"| {r.jobs} | {r.median:.1f} | {min(r.seconds):.1f}-{max(r.seconds):.1f} | "
+        f"{base / r.median:.2f} x |"
+        for r in results
+    )
+    return "\n".join(lines)
