@@ -13,12 +13,12 @@ import dagster as dg
 
 from stagecopy_dagster.comments import NO_DOCS, TableDocs
 from stagecopy_dagster.copier import CopyResult, Progress, ProgressCallback
-from stagecopy_dagster.errors import StagecopyError
 from stagecopy_dagster.integrity import IntegrityReport
 from stagecopy_dagster.naming import PLAIN, Names
 from stagecopy_dagster.resources import PostgresResource
-from stagecopy_dagster.runner import Replication, RetryHook, replicate, verify
+from stagecopy_dagster.runner import Replication, replicate, verify
 from stagecopy_dagster.spec import TableSpec
+from stagecopy_dagster.step_retries import attempts_for, fail_or_retry, retry_policy
 from stagecopy_dagster.translator import INTEGRITY_CHECK, StagecopyTranslator
 
 # Metadata keys (public interface: users and tests read them).
@@ -123,15 +123,6 @@ def _progress_logger(context: dg.AssetExecutionContext) -> ProgressCallback:
     return report
 
 
-def _retry_logger(context: dg.AssetExecutionContext, table: TableSpec) -> RetryHook:
-    def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
-        context.log.warning(
-            f"{table.label}: attempt {attempt} failed ({exc}); retry in {delay:.1f} s"
-        )
-
-    return on_retry
-
-
 def _copy_table(
     context: dg.AssetExecutionContext,
     table: TableSpec,
@@ -139,7 +130,6 @@ def _copy_table(
     source: PostgresResource,
     target: PostgresResource,
     verify_after: bool,
-    on_retry: RetryHook,
 ) -> Replication:
     """Replicate `table` (verifying it in the copy's snapshot when asked), logging each end."""
     context.log.info(
@@ -152,7 +142,7 @@ def _copy_table(
         target,
         verify=verify_after,
         progress=_progress_logger(context),
-        on_retry=on_retry,
+        attempts=1,  # retries are Dagster's step retries (step_retries.py)
     )
     r = done.result
     context.log.info(
@@ -175,7 +165,6 @@ def _run_table(
     """The op body: copy (when the asset is selected), then the check (when it is selected)."""
     copy_selected = asset_key in context.selected_asset_keys
     check_selected = check_key in context.selected_asset_check_keys
-    on_retry = _retry_logger(context, table)
     try:
         if copy_selected:
             done = _copy_table(
@@ -184,7 +173,6 @@ def _run_table(
                 source=source,
                 target=target,
                 verify_after=check_selected,
-                on_retry=on_retry,
             )
             yield dg.MaterializeResult(
                 asset_key=asset_key,
@@ -192,9 +180,9 @@ def _run_table(
             )
             report = done.report
         else:
-            report = verify(table, source, target, on_retry=on_retry) if check_selected else None
-    except StagecopyError as exc:
-        raise dg.Failure(description=str(exc), metadata={"table": table.label}) from None
+            report = verify(table, source, target, attempts=1) if check_selected else None
+    except Exception as exc:  # each kind is sorted into a step retry or a failure
+        fail_or_retry(context, table, exc, attempts=attempts_for(table, target))
     if report is not None:
         context.log.info(report.summary)
         yield check_result(asset_key, report)
@@ -223,6 +211,7 @@ def build_table_asset(
         check_specs=[check_spec],
         can_subset=True,
         pool=table.pool,
+        retry_policy=retry_policy(table),
         required_resource_keys={names.source, names.target},
     )
     def _replicate(

@@ -67,11 +67,14 @@ def replicate(
     options: CopyOptions | None = None,
     progress: ProgressCallback | None = None,
     on_retry: RetryHook | None = None,
+    attempts: int | None = None,
 ) -> Replication:
     """Copy `table` (retrying transient failures) and verify it in the copy's snapshot.
 
     `options` replaces the target's copy knobs (e.g. `progress_interval=0`: report progress
-    after every write, which is how the fault tests reach a copy mid-stream).
+    after every write, which is how the fault tests reach a copy mid-stream). `attempts`
+    (default: `target.retries`) bounds the attempts; the Dagster asset passes 1 and leaves
+    retries to Dagster (:mod:`stagecopy_dagster.step_retries`).
 
     Example:
         >>> done = replicate(table, Endpoint(src_url), Endpoint(dst_url))  # doctest: +SKIP
@@ -92,7 +95,7 @@ def replicate(
             docs = _carry_comments(table, snap, tgt, result)
             return Replication(result, report, docs)
 
-    return _with_retries(target, attempt, on_retry)
+    return _with_retries(target, attempt, on_retry, attempts)
 
 
 def verify(
@@ -101,6 +104,7 @@ def verify(
     target: Database,
     *,
     on_retry: RetryHook | None = None,
+    attempts: int | None = None,
 ) -> IntegrityReport:
     """Compare the source scope with the target scope now, in fresh snapshots."""
 
@@ -120,7 +124,7 @@ def verify(
                     hashable=portable_columns(compared, snap.version, catalog.server_version(tgt)),
                 )
 
-    return _with_retries(target, attempt, on_retry)
+    return _with_retries(target, attempt, on_retry, attempts)
 
 
 def plan_statements(table: TableSpec, source: Database, target: Database) -> list[str]:
@@ -224,8 +228,11 @@ def _carry_comments(
     return docs
 
 
-def _with_retries(target: Database, attempt: Callable[[], T], on_retry: RetryHook | None) -> T:
-    return call_with_retries(attempt, attempts=max(1, target.retries), on_retry=on_retry)
+def _with_retries(
+    target: Database, attempt: Callable[[], T], on_retry: RetryHook | None, attempts: int | None
+) -> T:
+    tries = max(1, target.retries if attempts is None else attempts)
+    return call_with_retries(attempt, attempts=tries, on_retry=on_retry)
 
 
 __all__ = [
