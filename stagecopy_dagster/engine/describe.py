@@ -18,7 +18,14 @@ from stagecopy_dagster import catalog
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.engine.context import CopyContext
 from stagecopy_dagster.engine.types import Column, SourceFacts, TargetFacts
-from stagecopy_dagster.errors import SchemaMismatchError, SourceError, SpecError, describe_db_error
+from stagecopy_dagster.errors import (
+    SchemaMismatchError,
+    SourceError,
+    SpecError,
+    describe_db_error,
+    is_transient,
+    wrap_db_error,
+)
 from stagecopy_dagster.identifiers import QualifiedName, clip_identifier
 from stagecopy_dagster.sqlguard import CheckedSql
 
@@ -88,6 +95,8 @@ def explain(ctx: CopyContext, conn: psycopg.Connection, statement: sql.Composabl
         catalog.explain(conn, statement)
     except psycopg.Error as exc:
         side = "source" if conn is ctx.source.conn else "target"
+        if is_transient(exc):  # the connection was lost, not the `where` wrong: retry
+            raise wrap_db_error(exc, table=ctx.label, step=f"where check on the {side}") from exc
         raise SpecError(
             f"`where` does not work on the {side}: {describe_db_error(exc)}", table=ctx.label
         ) from exc
