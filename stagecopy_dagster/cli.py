@@ -234,7 +234,14 @@ def _status(args: argparse.Namespace) -> int:
 
     spec_arg = _spec_arg(args)
     source, target = _plain_resources(spec_arg)
-    text, ok = status.report(spec_arg, args.select, source=source, target=target, as_json=args.json)
+    text, ok = status.report(
+        spec_arg,
+        args.select,
+        source=source,
+        target=target,
+        translator=getattr(args, "translator", None),
+        as_json=args.json,
+    )
     print(text)
     return EXIT_OK if ok else EXIT_FAILED
 

@@ -226,6 +226,7 @@ def report(
     *,
     source: Database,
     target: Database,
+    translator: str | None = None,
     as_json: bool = False,
 ) -> tuple[str, bool]:
     """`stagecopy status`: the text (a table, or JSON) and whether every table is ok.
@@ -234,12 +235,20 @@ def report(
         SpecError: The spec is invalid, or a selector matches no table.
         ConnectionConfigError: No `$DAGSTER_HOME` (outside the demo).
     """
+    from stagecopy_dagster.selection import load_translator, select_tables  # noqa: PLC0415
     from stagecopy_dagster.spec import load_spec  # noqa: PLC0415
 
-    tables = load_spec(spec).select(selectors)
+    chosen = load_translator(translator)  # the keys the runs were recorded under
+
+    def key_of(table: TableSpec) -> dg.AssetKey:
+        return chosen.get_asset_spec(table).key
+
+    tables = select_tables(load_spec(spec), selectors, key_of)
     now = datetime.now(tz=UTC)
     with _instance(spec) as instance:
-        statuses = read_status(instance, tables, source=source, target=target, now=now)
+        statuses = read_status(
+            instance, tables, source=source, target=target, key_of=key_of, now=now
+        )
     ok = all(s.ok for s in statuses)
     return (to_json(statuses) if as_json else to_table(statuses, now=now)), ok
 
