@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from stagecopy_dagster import cli
+from stagecopy_dagster.assets import build_table_asset
 from stagecopy_dagster.build import build_definitions
 from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.spec import load_spec
@@ -97,8 +98,7 @@ def test_retry_policy_comes_from_the_spec() -> None:
     assert (first.max_retries, first.delay) == (4, 2.0)
     assert (first.backoff, first.jitter) == (dg.Backoff.EXPONENTIAL, dg.Jitter.PLUS_MINUS)
     assert (second.max_retries, second.delay) == (2, 1.0)  # the defaults: 3 attempts, 1 s
-    defs = build_definitions(spec, source_url="postgresql://s/x", target_url="postgresql://t/x")
-    assert [a.op.retry_policy for a in assets_of(defs)] == [first, second]
+    assert [build_table_asset(t).op.retry_policy for t in spec.tables] == [first, second]
 
 
 @pytest.mark.integration
