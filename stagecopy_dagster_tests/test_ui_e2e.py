@@ -271,11 +271,10 @@ def test_materialize_all_from_the_ui_passes_the_korean_tables_check(demo: DemoSe
             browser.close()
             (ARTIFACTS / "steps.log").write_text("\n".join(steps.log) + "\n", encoding="utf-8")
 
-    # GraphQL agrees: the retried run's materialization and check are now the latest.
-    latest = demo.latest_check(ASSET, "integrity")
-    assert latest["execution"]["runId"] == retried_run
-    assert latest["execution"]["status"] == "SUCCEEDED"
-    assert latest["materialization"]["runId"] == retried_run
+    # GraphQL agrees that the retried run succeeded. (Not "the latest materialization": the
+    # demo's hourly schedule may materialize the table again meanwhile.)
+    retried = demo.graphql(RUN_STATUS_QUERY, {"id": retried_run})["runOrError"]
+    assert retried["status"] == "SUCCESS", retried
 
     assert demo.stop(), (
         f"still running 30 s after SIGTERM: {demo.leftovers}; see {ARTIFACTS / 'demo.log'}"
