@@ -14,7 +14,6 @@ import dagster as dg
 
 from stagecopy_dagster.comments import NO_DOCS, TableDocs
 from stagecopy_dagster.copier import CopyResult, Progress, ProgressCallback
-from stagecopy_dagster.errors import StagecopyError
 from stagecopy_dagster.integrity import IntegrityReport
 from stagecopy_dagster.naming import PLAIN, Names
 from stagecopy_dagster.partitions import partitions_definition, range_label
@@ -23,12 +22,12 @@ from stagecopy_dagster.resources import PostgresResource
 from stagecopy_dagster.runner import (
     PartitionOutcome,
     Replication,
-    RetryHook,
     replicate,
     verify,
     verify_partitions,
 )
 from stagecopy_dagster.spec import TableSpec
+from stagecopy_dagster.step_retries import attempts_for, fail_or_retry, retry_policy
 from stagecopy_dagster.translator import INTEGRITY_CHECK, StagecopyTranslator
 
 # Metadata keys (public interface: users and tests read them).
@@ -145,15 +144,6 @@ def _progress_logger(context: dg.AssetExecutionContext) -> ProgressCallback:
     return report
 
 
-def _retry_logger(context: dg.AssetExecutionContext, table: TableSpec) -> RetryHook:
-    def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
-        context.log.warning(
-            f"{table.label}: attempt {attempt} failed ({exc}); retry in {delay:.1f} s"
-        )
-
-    return on_retry
-
-
 def _copy_table(
     context: dg.AssetExecutionContext,
     table: TableSpec,
@@ -161,7 +151,6 @@ def _copy_table(
     source: PostgresResource,
     target: PostgresResource,
     verify_after: bool,
-    on_retry: RetryHook,
     partition_keys: tuple[str, ...] | None = None,
 ) -> Replication:
     """Replicate `table` (verifying it in the copy's snapshot when asked), logging each end."""
@@ -176,7 +165,7 @@ def _copy_table(
         target,
         verify=verify_after,
         progress=_progress_logger(context),
-        on_retry=on_retry,
+        attempts=1,  # retries are Dagster's step retries (step_retries.py)
         partition_keys=partition_keys,
     )
     r = done.result
@@ -202,7 +191,6 @@ def _run_table(
     """The op body: copy (when the asset is selected), then the check (when it is selected)."""
     copy_selected = asset_key in context.selected_asset_keys
     check_selected = check_key in context.selected_asset_check_keys
-    on_retry = _retry_logger(context, table)
     if table.partition is not None:
         yield from _run_partitions(
             context,
@@ -212,7 +200,6 @@ def _run_table(
             check_selected=check_selected,
             source=source,
             target=target,
-            on_retry=on_retry,
         )
         return
     try:
@@ -223,7 +210,6 @@ def _run_table(
                 source=source,
                 target=target,
                 verify_after=check_selected,
-                on_retry=on_retry,
             )
             yield dg.MaterializeResult(
                 asset_key=asset_key,
@@ -231,9 +217,9 @@ def _run_table(
             )
             report = done.report
         else:
-            report = verify(table, source, target, on_retry=on_retry) if check_selected else None
-    except StagecopyError as exc:
-        raise dg.Failure(description=str(exc), metadata={"table": table.label}) from None
+            report = verify(table, source, target, attempts=1) if check_selected else None
+    except Exception as exc:  # each kind is sorted into a step retry or a failure
+        fail_or_retry(context, table, exc, attempts=attempts_for(table, target))
     if report is not None:
         context.log.info(report.summary)
         yield check_result(asset_key, report)
@@ -248,7 +234,6 @@ def _run_partitions(
     check_selected: bool,
     source: PostgresResource,
     target: PostgresResource,
-    on_retry: RetryHook,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation]:
     """The op body of a partitioned table: one copy over the run's partitions.
 
@@ -264,7 +249,6 @@ def _run_partitions(
                 source=source,
                 target=target,
                 verify_after=check_selected,
-                on_retry=on_retry,
                 partition_keys=keys,
             )
             outcome = done.partitions
@@ -280,13 +264,11 @@ def _run_partitions(
             metadata[PARTITIONS] = range_label(keys)
             yield dg.MaterializeResult(asset_key=asset_key, metadata=metadata)
         elif check_selected:
-            outcome = verify_partitions(table, source, target, keys, on_retry=on_retry)
+            outcome = verify_partitions(table, source, target, keys, attempts=1)
         else:
             return
-    except StagecopyError as exc:
-        raise dg.Failure(
-            description=str(exc), metadata={"table": table.label, PARTITIONS: range_label(keys)}
-        ) from None
+    except Exception as exc:  # each kind is sorted into a step retry or a failure
+        fail_or_retry(context, table, exc, attempts=attempts_for(table, target))
     if check_selected:
         yield from _partition_checks(context, table, asset_key, outcome)
 
@@ -349,6 +331,7 @@ def build_table_asset(
         check_specs=[check_spec],
         can_subset=True,
         pool=table.pool,
+        retry_policy=retry_policy(table),
         required_resource_keys={names.source, names.target},
         backfill_policy=dg.BackfillPolicy.single_run() if partitions_def is not None else None,
     )

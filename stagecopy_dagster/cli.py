@@ -141,6 +141,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = command("demo")
     demo.add_argument("--no-ui", action="store_true", help="stop after the run (no dagster dev)")
     demo.add_argument("--port", type=int, default=3000, help="dagster dev port (default 3000)")
+    demo.add_argument(
+        "--stop", action="store_true", help="stop the embedded PostgreSQL the demo left running"
+    )
+    status = with_spec(command("status"))
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
     cleanup = command("cleanup")
     cleanup.add_argument(
         "--max-age-hours",
@@ -345,38 +350,52 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from stagecopy_dagster.local import default as ed
+    from stagecopy_dagster.local.demo import lifecycle
 
+    if args.stop:
+        print(lifecycle.stop_embedded())
+        return EXIT_OK
     print("stagecopy demo: starting the embedded PostgreSQL ...", flush=True)
     ed.embedded_url(ed.SOURCE_DB)
     ed.embedded_url(ed.TARGET_DB)
-    dagster_home = ed.home() / "dagster_home"
-    (dagster_home / ".nux").mkdir(parents=True, exist_ok=True)
-    (dagster_home / ".nux" / "nux.yaml").write_text("seen: 1\n")
-    template = Path.cwd() / "dagster.yaml"
-    if template.exists():
-        shutil.copyfile(template, dagster_home / "dagster.yaml")
-    else:
-        (dagster_home / "dagster.yaml").write_text(
-            "storage:\n  postgres:\n    postgres_url:\n      env: STAGECOPY_DAGSTER_PG_URL\n"
-            "telemetry:\n  enabled: false\n"
-        )
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    os.environ["STAGECOPY_DAGSTER_PG_URL"] = ed.dagster_storage_url()
+    lifecycle.prepare_dagster_home()
     db = ed.cluster()
     print(f"stagecopy demo: cluster {db.url('postgres', password='***')} in {db.data_dir}")
     print("stagecopy demo: running the main job (every table + its integrity check) ...")
-    code = _materialize(argparse.Namespace(spec=None, select=None), checks_only=False)
-    if code != EXIT_OK or args.no_ui:
-        return code
-    workspace = Path.cwd() / "workspace.yaml"
-    target = (
-        ["-w", str(workspace)] if workspace.exists() else ["-m", "stagecopy_dagster.definitions"]
+    try:
+        code = _materialize(argparse.Namespace(spec=None, select=None), checks_only=False)
+        if code != EXIT_OK or args.no_ui:
+            return code
+        workspace = Path.cwd() / "workspace.yaml"
+        target = (
+            ["-w", str(workspace)]
+            if workspace.exists()
+            else ["-m", "stagecopy_dagster.definitions"]
+        )
+        exe = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
+        print(f"stagecopy demo: open http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+        return lifecycle.run_dagster_dev(
+            [exe, "dev", *target, "-h", "127.0.0.1", "-p", str(args.port)]
+        )
+    finally:
+        print(lifecycle.keeps_running_line() or "stagecopy demo: done", flush=True)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from stagecopy_dagster import status
+
+    spec_arg = _spec_arg(args)
+    source, target = _plain_resources(spec_arg)
+    text, ok = status.report(
+        spec_arg,
+        args.select,
+        source=source,
+        target=target,
+        translator=getattr(args, "translator", None),
+        as_json=args.json,
     )
-    command = ["dagster", "dev", *target, "-h", "127.0.0.1", "-p", str(args.port)]
-    print(f"stagecopy demo: open http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
-    exe = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
-    os.execv(exe, [exe, *command[1:]])
-    return EXIT_OK  # not reached
+    print(text)
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def _cleanup(args: argparse.Namespace) -> int:
@@ -416,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": lambda a: _materialize(a, checks_only=True),
         "plan": _plan,
         "demo": _demo,
+        "status": _status,
         "cleanup": _cleanup,
     }
     try:

@@ -155,7 +155,7 @@ class StagecopyComponent(dg.Component, dg.Resolvable):
             description=(
                 "The spec's `tables:` list: one entry per table (source or query, target, "
                 "primary_key, where, incremental_field, lookback, mode, name, group, schedule, "
-                "check_schedule, description, parallel, pool, blocking)."
+                "check_schedule, description, parallel, pool, blocking, retries, freshness)."
             ),
             examples=[[{"source": "public.orders", "mode": "sync", "schedule": "0 * * * *"}]],
         ),

@@ -85,11 +85,14 @@ def replicate(
     progress: ProgressCallback | None = None,
     on_retry: RetryHook | None = None,
     partition_keys: Sequence[str] | None = None,
+    attempts: int | None = None,
 ) -> Replication:
     """Copy `table` (retrying transient failures) and verify it in the copy's snapshot.
 
     `options` replaces the target's copy knobs (e.g. `progress_interval=0`: report progress
-    after every write, which is how the fault tests reach a copy mid-stream).
+    after every write, which is how the fault tests reach a copy mid-stream). `attempts`
+    (default: `target.retries`) bounds the attempts; the Dagster asset passes 1 and leaves
+    retries to Dagster (:mod:`stagecopy_dagster.step_retries`).
 
     `partition_keys` (a partitioned table): copy only those partitions, in one stream over
     their whole range, and report rows and the check per partition.
@@ -131,7 +134,7 @@ def replicate(
             docs = _carry_comments(table, snap, tgt, result)
             return Replication(result, report, docs, outcome)
 
-    return _with_retries(target, attempt, on_retry)
+    return _with_retries(target, attempt, on_retry, attempts)
 
 
 def _scope(
@@ -170,6 +173,7 @@ def verify(
     target: Database,
     *,
     on_retry: RetryHook | None = None,
+    attempts: int | None = None,
 ) -> IntegrityReport:
     """Compare the source scope with the target scope now, in fresh snapshots."""
 
@@ -177,7 +181,7 @@ def verify(
         with _snapshot(table, source, target) as (snap, tgt):
             return _verify_in(table, snap, tgt)
 
-    return _with_retries(target, attempt, on_retry)
+    return _with_retries(target, attempt, on_retry, attempts)
 
 
 def verify_partitions(
@@ -187,6 +191,7 @@ def verify_partitions(
     partition_keys: Sequence[str],
     *,
     on_retry: RetryHook | None = None,
+    attempts: int | None = None,
 ) -> PartitionOutcome:
     """The check of some partitions of a partitioned table, per partition.
 
@@ -205,7 +210,7 @@ def verify_partitions(
             )
             return PartitionOutcome(scope.keys, _scope_text(scope), {}, reports)
 
-    return _with_retries(target, attempt, on_retry)
+    return _with_retries(target, attempt, on_retry, attempts)
 
 
 def _verify_in(table: TableSpec, snap: SourceSnapshot, tgt: psycopg.Connection) -> IntegrityReport:
@@ -350,8 +355,11 @@ def _carry_comments(
     return docs
 
 
-def _with_retries(target: Database, attempt: Callable[[], T], on_retry: RetryHook | None) -> T:
-    return call_with_retries(attempt, attempts=max(1, target.retries), on_retry=on_retry)
+def _with_retries(
+    target: Database, attempt: Callable[[], T], on_retry: RetryHook | None, attempts: int | None
+) -> T:
+    tries = max(1, target.retries if attempts is None else attempts)
+    return call_with_retries(attempt, attempts=tries, on_retry=on_retry)
 
 
 __all__ = [

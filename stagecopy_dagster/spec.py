@@ -215,6 +215,40 @@ def _as_freshness(value: Any) -> Any:
     return {"max_lag": value} if isinstance(value, str) else value
 
 
+class RetrySpec(BaseModel):
+    """`retries:` of a table: Dagster step retries of transient failures (connection lost...)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    attempts: int | None = Field(
+        default=None,
+        ge=1,
+        le=50,
+        description="Attempts in all (1 = no retry); default: the target resource's `retries`.",
+    )
+    delay: float | str = Field(
+        default=1.0,
+        description="Wait before the first retry ('1s', '2 minutes' or seconds); doubles each "
+        "retry, with jitter.",
+    )
+
+    @field_validator("delay")
+    @classmethod
+    def _check_delay(cls, value: float | str) -> float | str:
+        if isinstance(value, str):
+            parse_duration(value)
+        elif value < 0:
+            raise ValueError("delay must not be negative")
+        return value
+
+    @property
+    def delay_seconds(self) -> float:
+        """`delay` in seconds."""
+        if isinstance(self.delay, str):
+            return parse_duration(self.delay).total_seconds()
+        return float(self.delay)
+
+
 class TableSpec(BaseModel):
     """One replicated table: an entry of `tables:` merged with `defaults:`."""
 
@@ -307,6 +341,9 @@ class TableSpec(BaseModel):
         default=None,
         description="Dagster partitions as WHERE scopes: {column, by: day, start, timezone} "
         "or {column, values: [...]}; see docs/partitions.md.",
+    )
+    retries: RetrySpec | None = Field(
+        default=None, description="Step retries of transient failures: {attempts, delay}."
     )
 
     @field_validator("lookback")

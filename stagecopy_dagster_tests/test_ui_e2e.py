@@ -44,7 +44,7 @@ from stagecopy_dagster_tests.e2e.ui import (
     launch,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(720)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "e2e-artifacts" / "ui"
@@ -59,8 +59,8 @@ PARTITIONED = load_spec(DEMO_SPEC).table(str(PRICES))
 GROUP_ASSETS = [t.asset_name for t in load_spec(DEMO_SPEC).tables]
 
 # Budgets (seconds) that keep the whole test under 5 minutes on 2 busy cores.
-DEMO_READY_TIMEOUT = 240  # cluster + seed + the demo's own two runs + dagster dev loading
-RUN_TIMEOUT = 240  # the UI-launched backfill: two runs (multiprocess executor), daemon ticks
+DEMO_READY_TIMEOUT = 300  # cluster + seed + the demo's own two runs + dagster dev loading
+RUN_TIMEOUT = 300  # the UI-launched backfill: two runs (multiprocess executor), daemon ticks
 
 
 BACKFILL_QUERY = """

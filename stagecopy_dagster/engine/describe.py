@@ -27,7 +27,14 @@ from stagecopy_dagster.engine.schema import SchemaPlan, plan_schema
 from stagecopy_dagster.engine.selection import select_columns
 from stagecopy_dagster.engine.types import SourceFacts, TargetFacts
 from stagecopy_dagster.engine.usertypes import check_user_types, ensure_user_types
-from stagecopy_dagster.errors import SchemaMismatchError, SourceError, SpecError, describe_db_error
+from stagecopy_dagster.errors import (
+    SchemaMismatchError,
+    SourceError,
+    SpecError,
+    describe_db_error,
+    is_transient,
+    wrap_db_error,
+)
 from stagecopy_dagster.identifiers import QualifiedName, clip_identifier
 from stagecopy_dagster.masking import install_mask_key, mask_key
 from stagecopy_dagster.spec import MaskKind
@@ -115,6 +122,8 @@ def explain(ctx: CopyContext, conn: psycopg.Connection, statement: sql.Composabl
         catalog.explain(conn, statement)
     except psycopg.Error as exc:
         side = "source" if conn is ctx.source.conn else "target"
+        if is_transient(exc):  # the connection was lost, not the `where` wrong: retry
+            raise wrap_db_error(exc, table=ctx.label, step=f"where check on the {side}") from exc
         raise SpecError(
             f"`where` does not work on the {side}: {describe_db_error(exc)}", table=ctx.label
         ) from exc
