@@ -74,17 +74,26 @@ def _by_group_and_cron(
     return sorted(by_slot.items())
 
 
-def build_schedules(
-    tables: Sequence[TableSpec], *, key_of: KeyOf = default_key, names: Names = PLAIN
+def _cron_schedules(
+    tables: Sequence[TableSpec],
+    *,
+    cron_of: Callable[[TableSpec], str | None],
+    kind: str,
+    selection_of: Callable[[list[dg.AssetKey]], dg.AssetSelection],
+    names: Names,
+    key_of: KeyOf,
+    job_description: str | None,
+    what: str,
 ) -> list[dg.ScheduleDefinition]:
-    """One schedule per (group, cron): tables of a group that share a cron run together."""
+    """One running schedule per (group, cron) whose job selects `selection_of(keys)`."""
     schedules: list[dg.ScheduleDefinition] = []
     taken: set[str] = set()
-    for (group, cron), members in _by_group_and_cron(tables, lambda t: t.schedule):
-        name = _schedule_name(group, cron, taken, names, "schedule")
+    for (group, cron), members in _by_group_and_cron(tables, cron_of):
+        name = _schedule_name(group, cron, taken, names, kind)
         job = dg.define_asset_job(
             f"{name}_job",
-            selection=dg.AssetSelection.assets(*[key_of(t) for t in members]),
+            selection=selection_of([key_of(t) for t in members]),
+            description=job_description,
         )
         schedules.append(
             dg.ScheduleDefinition(
@@ -92,10 +101,26 @@ def build_schedules(
                 job=job,
                 cron_schedule=cron,
                 default_status=dg.DefaultScheduleStatus.RUNNING,
-                description=f"{len(members)} table(s) of group {group} at '{cron}'.",
+                description=f"{what} {len(members)} table(s) of group {group} at '{cron}'.",
             )
         )
     return schedules
+
+
+def build_schedules(
+    tables: Sequence[TableSpec], *, key_of: KeyOf = default_key, names: Names = PLAIN
+) -> list[dg.ScheduleDefinition]:
+    """One schedule per (group, cron): tables of a group that share a cron run together."""
+    return _cron_schedules(
+        tables,
+        cron_of=lambda t: t.schedule,
+        kind="schedule",
+        selection_of=lambda keys: dg.AssetSelection.assets(*keys),
+        names=names,
+        key_of=key_of,
+        job_description=None,
+        what="Copy and check",
+    )
 
 
 def build_check_schedules(
@@ -113,26 +138,16 @@ def build_check_schedules(
         >>> build_check_schedules(spec.tables)[0].name  # doctest: +SKIP
         'public_check_schedule'
     """
-    schedules: list[dg.ScheduleDefinition] = []
-    taken: set[str] = set()
-    for (group, cron), members in _by_group_and_cron(tables, lambda t: t.check_schedule):
-        name = _schedule_name(group, cron, taken, names, "check_schedule")
-        job = dg.define_asset_job(
-            f"{name}_job",
-            selection=dg.AssetSelection.checks_for_assets(*[key_of(t) for t in members]),
-            description="Run the full-scope integrity checks only; copy nothing.",
-        )
-        schedules.append(
-            dg.ScheduleDefinition(
-                name=name,
-                job=job,
-                cron_schedule=cron,
-                default_status=dg.DefaultScheduleStatus.RUNNING,
-                description=f"Integrity checks of {len(members)} table(s) of group {group} "
-                f"at '{cron}' (no copy).",
-            )
-        )
-    return schedules
+    return _cron_schedules(
+        tables,
+        cron_of=lambda t: t.check_schedule,
+        kind="check_schedule",
+        selection_of=lambda keys: dg.AssetSelection.checks_for_assets(*keys),
+        names=names,
+        key_of=key_of,
+        job_description="Run the full-scope integrity checks only; copy nothing.",
+        what="Integrity checks (no copy) of",
+    )
 
 
 def change_signature(conn: psycopg.Connection, table: TableSpec) -> str | None:
