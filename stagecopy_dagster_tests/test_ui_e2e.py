@@ -8,8 +8,12 @@ three, launches the backfill, and waits on the backfill's page until it has comp
 for the unpartitioned tables, one run and one COPY stream for the range). Then, on the
 Korean-named table's asset page it sees the row count and the `integrity` check Passed *for the
 backfill's run*; GraphQL must agree, and report the partitioned table's check passed for each
-partition of the range. SIGTERM must stop `dagster dev`. Screenshots and the demo's output go
-to `e2e-artifacts/ui/` (always; `failure.png` when a step fails).
+partition of the range. Then it materializes that table again from its page while the test
+makes the first attempt lose its connection (the source table locked, the waiting backend
+terminated), and the run page must show the step up for retry and its second attempt. SIGTERM
+must stop `dagster dev`, and the demo's last line must say that its PostgreSQL keeps running and
+how to stop it. Screenshots and the demo's output go to `e2e-artifacts/ui/` (always;
+`failure.png` when a step fails).
 
 Needs Debian's Chromium at /usr/bin/chromium (CI installs it); skipped only when it is missing.
 """
@@ -32,7 +36,8 @@ from psycopg import sql
 from stagecopy_dagster.build import DEMO_SPEC
 from stagecopy_dagster.identifiers import QualifiedName
 from stagecopy_dagster.local import LocalCluster
-from stagecopy_dagster.local.default import TARGET_DB
+from stagecopy_dagster.local.default import SOURCE_DB, TARGET_DB
+from stagecopy_dagster.local.demo.lifecycle import KEEPS_RUNNING
 from stagecopy_dagster.local.demo.seed import PRICES
 from stagecopy_dagster.partitions import all_keys
 from stagecopy_dagster.spec import load_spec
@@ -42,7 +47,10 @@ from stagecopy_dagster_tests.e2e.ui import (
     dismiss_nux,
     expect_visible_with_reloads,
     launch,
+    launched_run_id,
+    wait_run_status,
 )
+from stagecopy_dagster_tests.test_reliability_faults import terminate, wait_until_held
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -223,14 +231,84 @@ def see_check_passed(steps: Steps, run_id: str) -> None:
     steps.mark("integrity Passed for our run")
 
 
+RUN_STATUS_QUERY = "query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+
+
+def launch_with_a_lost_connection(steps: Steps, base: str, demo: DemoServer) -> str:
+    """Materialize the Korean table from its page; its first attempt loses its connection.
+
+    The test locks the source table, so the copy's read of it waits (until let go); that
+    backend is terminated (`pg_terminate_backend`). Once the retry waits on the same lock, the
+    lock is let go and the retry copies. Returns the run's id.
+    """
+    page = steps.page
+    assert TABLE.source is not None
+    cluster = LocalCluster(demo.home / "pg").start()  # attaches to the demo's running cluster
+    reading_it = [f"%{TABLE.source.name}%"]
+    lock = sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(TABLE.source.identifier)
+    with (
+        psycopg.connect(cluster.url(SOURCE_DB)) as holder,
+        psycopg.connect(cluster.url(SOURCE_DB), autocommit=True) as admin,
+    ):
+        holder.execute(lock)
+        page.goto(f"{base}/assets/{ASSET}")
+        page.get_by_role("button", name=re.compile(r"(^|\s)Materialize$")).click()
+        run_id = launched_run_id(page)
+        steps.mark(f"launched run {run_id} with the source table locked")
+
+        def running() -> bool:  # a run that ended (e.g. failed without a retry) waits no more
+            run = demo.graphql(RUN_STATUS_QUERY, {"id": run_id})["runOrError"]
+            return run.get("status") not in ("SUCCESS", "FAILURE", "CANCELED")
+
+        first = wait_until_held(
+            admin,
+            reading_it,
+            wait_event_type="Lock",
+            held=False,
+            alive=running,
+            timeout=RUN_TIMEOUT,
+        )
+        terminate(admin, first)
+        steps.mark(f"terminated the first attempt's source backend {first}")
+        second = wait_until_held(
+            admin,
+            reading_it,
+            wait_event_type="Lock",
+            held=False,
+            alive=running,
+            timeout=RUN_TIMEOUT,
+        )
+        assert second != first
+        holder.rollback()
+        steps.mark("the retry waited on the lock; lock released")
+    return run_id
+
+
+def see_the_retried_step(steps: Steps, base: str, run_id: str) -> None:
+    """The run succeeded, and its page shows the step up for retry and its second attempt."""
+    page = steps.page
+    page.set_viewport_size({"width": 1400, "height": 3000})  # the whole (virtualized) event log
+    page.goto(f"{base}/runs/{run_id}")
+    status = wait_run_status(page, timeout=RUN_TIMEOUT)
+    assert status == "Success", f"run {run_id} ended {status}; see {ARTIFACTS}"
+    expect_visible_with_reloads(page, page.get_by_text("STEP_UP_FOR_RETRY", exact=True).first)
+    expect(page.get_by_text(re.compile(r"failed and has requested a retry")).first).to_be_visible()
+    expect(page.get_by_text("STEP_RESTARTED", exact=True).first).to_be_visible()
+    expect(
+        page.get_by_text(re.compile(r"Started re-execution \(attempt # 2\)")).first
+    ).to_be_visible()
+    steps.shot("06_run_with_retry")
+    steps.mark("run page: STEP_UP_FOR_RETRY, then attempt # 2, then Success")
+
+
 def test_materialize_all_from_the_ui_passes_the_korean_tables_check(demo: DemoServer) -> None:
     loaded_after = demo.wait_until_loaded(timeout=DEMO_READY_TIMEOUT)
     base = demo.base_url
     with sync_playwright() as p:
         browser = launch(p)
         page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-        page.set_default_timeout(30_000)
-        expect.set_options(timeout=30_000)  # the default 5 s is short on 2 busy cores
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)  # the default 5 s is short on 2 busy cores
         steps = Steps(page)
         steps.mark(f"demo loaded after {loaded_after:.1f}s")
         try:
@@ -243,6 +321,9 @@ def test_materialize_all_from_the_ui_passes_the_korean_tables_check(demo: DemoSe
             rows = target_rows(demo.home, TABLE.target_table)
             see_row_count(steps, base, rows)
             see_check_passed(steps, run_id)
+            # Then the same table from its page, its first attempt losing its connection.
+            retried_run = launch_with_a_lost_connection(steps, base, demo)
+            see_the_retried_step(steps, base, retried_run)
         except BaseException:
             steps.shot("failure")
             raise
@@ -263,7 +344,14 @@ def test_materialize_all_from_the_ui_passes_the_korean_tables_check(demo: DemoSe
     )["assetCheckExecutions"]
     assert {e["evaluation"]["partition"] for e in executions} == set(keys)
     assert all(e["status"] == "SUCCEEDED" and e["runId"] in runs for e in executions)
+    # GraphQL agrees that the retried run succeeded.
+    retried = demo.graphql(RUN_STATUS_QUERY, {"id": retried_run})["runOrError"]
+    assert retried["status"] == "SUCCESS", retried
 
     assert demo.stop(), (
         f"still running 30 s after SIGTERM: {demo.leftovers}; see {ARTIFACTS / 'demo.log'}"
     )
+    # The demo's last line: its PostgreSQL keeps running, and how to stop it.
+    last_line = demo.log_tail(1).strip()
+    assert last_line.startswith(KEEPS_RUNNING.split("{data_dir}")[0]), last_line
+    assert last_line.endswith("stop it with: stagecopy demo --stop"), last_line
