@@ -45,6 +45,19 @@ def _command() -> list[str]:
     return [sys.executable, "-m", "stagecopy_dagster.cli"]
 
 
+def cli_env(source_url: str, target_url: str) -> dict[str, str]:
+    """The environment a measured `stagecopy` child gets: the URLs, this checkout, no instance."""
+    env = clean_env(
+        STAGECOPY_SOURCE_URL=source_url,
+        STAGECOPY_TARGET_URL=target_url,
+        DAGSTER_DISABLE_TELEMETRY="1",
+    )
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    for name in ("DAGSTER_HOME", "STAGECOPY_SPEC"):
+        env.pop(name, None)
+    return env
+
+
 def measure_cli(runner: Runner, *, timeout: float = 600) -> CliRun:
     """Run `stagecopy run` on the data set's table into `CLI_TARGET`; check it; drop it."""
     drop = sql.SQL("DROP TABLE IF EXISTS {}").format(CLI_TARGET.identifier)

@@ -20,10 +20,10 @@ import psycopg
 import yaml
 from psycopg import sql
 
-from bench.cli_run import _command
+from bench.cli_run import _command, cli_env
 from bench.clusters import BenchClusters
-from bench.measured import ChildFailed, clean_env, measured
-from bench.run import REPO, BenchFailure, log
+from bench.measured import ChildFailed, measured
+from bench.run import BenchFailure, log
 
 SCHEMA = "many"
 TABLES = 8
@@ -113,14 +113,7 @@ def run_many(cl: BenchClusters, *, runs: int, tables: int = TABLES) -> list[Jobs
     with tempfile.TemporaryDirectory(prefix="bench-many-") as tmp:
         spec_path = Path(tmp) / "replication.yaml"
         spec_path.write_text(yaml.safe_dump(spec))
-        env = clean_env(
-            STAGECOPY_SOURCE_URL=cl.source.url,
-            STAGECOPY_TARGET_URL=cl.target.url,
-            DAGSTER_DISABLE_TELEMETRY="1",
-        )
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        for name in ("DAGSTER_HOME", "STAGECOPY_SPEC"):
-            env.pop(name, None)
+        env = cli_env(cl.source.url, cl.target.url)
         for run in range(runs):
             # Interleaved, so a change in the machine's load touches every N alike.
             for jobs in JOBS:

@@ -18,10 +18,10 @@ from pathlib import Path
 import psycopg
 import yaml
 
-from bench.cli_run import _command
+from bench.cli_run import _command, cli_env
 from bench.clusters import BenchClusters
-from bench.measured import ChildFailed, clean_env, measured
-from bench.run import REPO, BenchFailure, log
+from bench.measured import ChildFailed, measured
+from bench.run import BenchFailure, log
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,7 @@ def run_startup(cl: BenchClusters, *, runs: int) -> Startup:
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         spec_path = Path(tmp) / "replication.yaml"
         spec_path.write_text(yaml.safe_dump(spec))
-        env = clean_env(
-            STAGECOPY_SOURCE_URL=cl.source.url,
-            STAGECOPY_TARGET_URL=cl.target.url,
-            DAGSTER_DISABLE_TELEMETRY="1",
-        )
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        for name in ("DAGSTER_HOME", "STAGECOPY_SPEC"):
-            env.pop(name, None)
+        env = cli_env(cl.source.url, cl.target.url)
         command = [*_command(), "run", "--spec", str(spec_path)]
         try:
             measured(command, env, timeout=300, cwd=Path(tmp))  # creates the target table

@@ -158,7 +158,9 @@ def test_the_resource_retries_1_means_one_attempt(any_pg: PgPair) -> None:
     failure = next(e for e in result.all_events if e.event_type_value == FAILED)
     message = failure.step_failure_data.error.message
     # One line naming the table and the cause (no "Exceeded max_retries" wrapper).
-    assert "Failure: public.items: copy" in message, message
+    # The connection is lost in whichever source read waits on the lock (the size estimate
+    # or the COPY); either way one attempt, one line.
+    assert "Failure: public.items: " in message, message
     assert "administrator command" in message or "closed the connection" in message, message
     assert after == before
     assert staging_leftovers(any_pg) == []
