@@ -15,162 +15,24 @@ import shutil
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from stagecopy_dagster import cli_help
+from stagecopy_dagster.cli_args import EXIT_USAGE, build_parser
 from stagecopy_dagster.errors import ConnectionConfigError, SpecError, StagecopyError
 
 if TYPE_CHECKING:  # Dagster is imported by the commands that run it, not by `--help`
     import dagster as dg
 
     from stagecopy_dagster.cli_summary import RunSummary
+    from stagecopy_dagster.engine.types import ProgressCallback
+    from stagecopy_dagster.partitions import PartitionRun
     from stagecopy_dagster.resources import PostgresResource
     from stagecopy_dagster.spec import TableSpec
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C (SIGINT)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"stagecopy: error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="stagecopy",
-        description=(__doc__ or "").split("\n\n")[0],
-        epilog=cli_help.MAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"stagecopy {cli_help.version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-
-    def command(name: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, **cli_help.parser_kwargs(name))
-        p.add_argument(
-            "-v",
-            "--verbose",
-            action="store_true",
-            help="show Dagster's run log and the traceback of an error",
-        )
-        return p
-
-    def with_embedded(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "--embedded",
-            action="store_true",
-            help="with no STAGECOPY_SOURCE_URL/STAGECOPY_TARGET_URL, use the local embedded "
-            "cluster (as STAGECOPY_EMBEDDED=1 does); the demo spec uses it by default",
-        )
-        return p
-
-    def with_spec(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--spec", help="replication spec YAML (default: $STAGECOPY_SPEC or demo)")
-        p.add_argument(
-            "--select",
-            nargs="+",
-            metavar="NAME",
-            help="asset keys (as the translator makes them), asset names or table names "
-            "(default: all)",
-        )
-        p.add_argument(
-            "--translator",
-            metavar="MODULE:CLASS",
-            help="the project's StagecopyTranslator, so runs carry its asset keys "
-            "(default: $STAGECOPY_TRANSLATOR, else stagecopy's)",
-        )
-        return with_embedded(p)
-
-    def with_jobs(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "--jobs",
-            type=_positive_int,
-            default=1,
-            metavar="N",
-            help="tables at once, each in its own process (Dagster's multiprocess executor); "
-            "the pools still bound the sessions per database (default 1: one at a time, in "
-            "this process)",
-        )
-        return p
-
-    def with_summary(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "--json",
-            action="store_true",
-            help="print the summary as JSON on stdout (keys in docs/cli.md), for CI",
-        )
-        return p
-
-    def with_progress(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "--progress",
-            choices=PROGRESS_MODES,
-            help="progress display on stderr: auto (live on a terminal, plain lines "
-            "otherwise), live, plain or off (default: $STAGECOPY_PROGRESS or auto)",
-        )
-        p.add_argument(
-            "--progress-interval",
-            type=_seconds,
-            metavar="SECONDS",
-            help="seconds between plain progress lines per table "
-            "(default: $STAGECOPY_PROGRESS_INTERVAL or 10; 0: every report)",
-        )
-        return p
-
-    def with_partitions(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--partition", metavar="KEY", help="one partition of the partitioned tables")
-        p.add_argument("--from", dest="first", metavar="KEY", help="first partition of a range")
-        p.add_argument("--to", dest="last", metavar="KEY", help="last partition of a range")
-        return p
-
-    with_jobs(with_partitions(with_progress(with_summary(with_spec(command("run"))))))
-    with_jobs(with_partitions(with_summary(with_spec(command("check")))))
-    with_spec(command("plan"))
-    demo = command("demo")
-    demo.add_argument("--no-ui", action="store_true", help="stop after the run (no dagster dev)")
-    demo.add_argument("--port", type=int, default=3000, help="dagster dev port (default 3000)")
-    demo.add_argument(
-        "--stop", action="store_true", help="stop the embedded PostgreSQL the demo left running"
-    )
-    status = with_spec(command("status"))
-    status.add_argument("--json", action="store_true", help="print the status as JSON")
-    cleanup = command("cleanup")
-    cleanup.add_argument(
-        "--max-age-hours",
-        type=float,
-        default=6.0,
-        metavar="HOURS",
-        help="drop staging tables older than this many hours (default 6); younger ones may "
-        "belong to a copy still running",
-    )
-    with_embedded(cleanup)
-    return parser
-
-
-#: `--progress` choices (as cli_progress.MODES, which imports rich: not needed for --help).
-PROGRESS_MODES = ("auto", "live", "plain", "off")
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (>= 0)")
-    return value
 
 
 def _spec_arg(args: argparse.Namespace) -> str | os.PathLike[str]:
@@ -200,7 +62,6 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
     import dagster as dg
 
     from stagecopy_dagster import cli_progress, cli_summary
-    from stagecopy_dagster.assets import progress_sink
     from stagecopy_dagster.build import build_definitions, is_demo_spec
     from stagecopy_dagster.partitions import (
         PartitionSelectionError,
@@ -231,8 +92,7 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
     tables = select_tables(spec, args.select, key_of)
     if not args.select and any(getattr(args, f, None) for f in ("partition", "first", "last")):
         tables = partitioned_tables(tables)  # `run --partition K`: K of every partitioned table
-    # One run per partitioning (Dagster runs one partition range at a time); unpartitioned
-    # tables together in one run. No flags: every partition of a partitioned table.
+    # No flags: every partition of a partitioned table.
     runs = partition_runs(
         tables,
         partition=getattr(args, "partition", None),
@@ -265,7 +125,39 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
         ):
             summary = cli_summary.summarize(result, tables, assets, key_of=key_of, command=command)
             return _print_summary(args, summary, succeeded=result.success)
-    sink, live = cli_progress.open_display(mode, interval=interval, stream=sys.stderr)
+    summary, succeeded = _run_in_process(
+        runs,
+        defs,
+        key_of=key_of,
+        checks_only=checks_only,
+        display=cli_progress.open_display(mode, interval=interval, stream=sys.stderr),
+        verbose=verbose,
+    )
+    return _print_summary(args, summary, succeeded=succeeded)
+
+
+def _run_in_process(
+    runs: Sequence[PartitionRun],
+    defs: dg.Definitions,
+    *,
+    key_of: Callable[[TableSpec], dg.AssetKey],
+    checks_only: bool,
+    display: tuple[ProgressCallback | None, AbstractContextManager[object] | None],
+    verbose: bool,
+) -> tuple[RunSummary, bool]:
+    """Run each of `runs` in this process, one after the other; their summary and success.
+
+    One run per partitioning (Dagster runs one partition range at a time); the unpartitioned
+    tables together in one run.
+    """
+    import dagster as dg
+
+    from stagecopy_dagster import cli_summary
+    from stagecopy_dagster.assets import progress_sink
+
+    assets = cast(list[dg.AssetsDefinition], list(defs.assets or []))
+    command = "check" if checks_only else "run"
+    sink, live = display
     token = progress_sink.set(sink)
     summaries: list[cli_summary.RunSummary] = []
     succeeded = True
@@ -295,8 +187,7 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
                 )
     finally:
         progress_sink.reset(token)
-    summary = cli_summary.combine(summaries, command=command)
-    return _print_summary(args, summary, succeeded=succeeded)
+    return cli_summary.combine(summaries, command=command), succeeded
 
 
 def _print_summary(args: argparse.Namespace, summary: RunSummary, *, succeeded: bool) -> int:
@@ -425,7 +316,7 @@ def _one_line(exc: StagecopyError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `stagecopy` console script."""
-    args = _parser().parse_args(argv)
+    args = build_parser((__doc__ or "").split("\n\n")[0]).parse_args(argv)
     if getattr(args, "embedded", False):
         from stagecopy_dagster.build import EMBEDDED_ENV
 

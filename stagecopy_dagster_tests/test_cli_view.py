@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from stagecopy_dagster import cli
+from stagecopy_dagster.cli_args import build_parser
 from stagecopy_dagster.cli_help import COMMANDS
 from stagecopy_dagster.cli_summary import SUMMARY_VERSION
 from stagecopy_dagster_tests.pg import PgPair
@@ -202,7 +203,7 @@ def test_a_bad_progress_interval_is_a_usage_error(tmp_path: Path, value: str) ->
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
-    parser = cli._parser()
+    parser = build_parser(cli.__doc__ or "")
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return dict(sub.choices)
 
