@@ -25,7 +25,18 @@ CLI_JOB = "stagecopy_cli_run"
 
 def multiprocess_run_config(max_concurrent: int) -> dict[str, object]:
     """Run config that puts a run of a stagecopy job on the multiprocess executor."""
-    return {"execution": {"config": {"multiprocess": {"max_concurrent": max_concurrent}}}}
+    return {
+        "execution": {
+            "config": {
+                "multiprocess": {
+                    "max_concurrent": max_concurrent,
+                    "start_method": {
+                        "forkserver": {"preload_modules": ["stagecopy_dagster.step_preload"]}
+                    },
+                }
+            }
+        }
+    }
 
 
 def cli_job(
