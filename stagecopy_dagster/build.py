@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,38 @@ def build_definitions(
     replication = spec if isinstance(spec, ReplicationSpec) else load_spec(spec)
     tables = replication.tables
     names = Names(name or "")
-    translator = (translator or StagecopyTranslator()).bound(
+    translator = _bound_translator(translator, tables, names, source_url)
+
+    def key_of(table: TableSpec) -> dg.AssetKey:
+        # The translator's key is the only key: jobs, schedules and the sensor ask it too.
+        return translator.get_asset_spec(table).key
+
+    runs = _runs(tables, key_of=key_of, names=names)
+    return dg.Definitions(
+        assets=[
+            *build_source_assets(tables, translator=translator, names=names),
+            *(build_table_asset(t, translator=translator, names=names) for t in tables),
+        ],
+        jobs=runs.jobs,
+        schedules=runs.schedules,
+        sensors=runs.sensors,
+        resources=build_resources(
+            source_url=source_url,
+            target_url=target_url,
+            embedded=is_demo_spec(spec) if embedded is None else embedded,
+            names=names,
+        ),
+    )
+
+
+def _bound_translator(
+    translator: StagecopyTranslator | None,
+    tables: Sequence[TableSpec],
+    names: Names,
+    source_url: str | None,
+) -> StagecopyTranslator:
+    """The translator, told the replication's prefix and the source tables' comments."""
+    return (translator or StagecopyTranslator()).bound(
         replication=names.prefix,
         source_docs=load_source_docs(
             _url_now(source_url) or os.environ.get(SOURCE_URL_ENV),
@@ -145,19 +177,27 @@ def build_definitions(
         ),
     )
 
-    def key_of(table: TableSpec) -> dg.AssetKey:
-        # The translator's key is the only key: jobs, schedules and the sensor ask it too.
-        return translator.get_asset_spec(table).key
 
+@dataclass(frozen=True)
+class _Runs:
+    """What starts runs of a replication's tables."""
+
+    jobs: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition]
+    schedules: list[dg.ScheduleDefinition]
+    sensors: list[dg.SensorDefinition]
+
+
+def _runs(
+    tables: Sequence[TableSpec], *, key_of: Callable[[TableSpec], dg.AssetKey], names: Names
+) -> _Runs:
+    """What starts runs of the tables: the jobs, schedules and the source-change sensor.
+
+    Partitioned tables: see partition_automation (one partitioning per job, latest-partition
+    schedules, not watched by the sensor).
+    """
     cleanup = build_cleanup_job(names)
-    # Partitioned tables: see partition_automation (one partitioning per job, latest-partition
-    # schedules, not watched by the sensor).
     main_tables, other_partitionings = main_job_tables(tables)
-    return dg.Definitions(
-        assets=[
-            *build_source_assets(tables, translator=translator, names=names),
-            *(build_table_asset(t, translator=translator, names=names) for t in tables),
-        ],
+    return _Runs(
         jobs=[
             build_all_tables_job(main_tables, key_of=key_of, names=names),
             *build_partition_jobs(other_partitionings, key_of=key_of, names=names),
@@ -170,12 +210,6 @@ def build_definitions(
             build_cleanup_schedule(cleanup, names),
         ],
         sensors=[build_source_sensor(unpartitioned(tables), key_of=key_of, names=names)],
-        resources=build_resources(
-            source_url=source_url,
-            target_url=target_url,
-            embedded=is_demo_spec(spec) if embedded is None else embedded,
-            names=names,
-        ),
     )
 
 

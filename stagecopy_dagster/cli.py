@@ -61,13 +61,9 @@ def _quiet_dagster(verbose: bool) -> dict[str, object]:
 def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
     import dagster as dg
 
-    from stagecopy_dagster import cli_progress, cli_summary
+    from stagecopy_dagster import cli_progress
     from stagecopy_dagster.build import build_definitions, is_demo_spec
-    from stagecopy_dagster.partitions import (
-        PartitionSelectionError,
-        partition_runs,
-        partitioned_tables,
-    )
+    from stagecopy_dagster.partitions import partition_runs, partitioned_tables
     from stagecopy_dagster.selection import load_translator, select_tables
     from stagecopy_dagster.spec import load_spec
 
@@ -101,30 +97,11 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
     )
     defs = build_definitions(spec, embedded=is_demo_spec(spec_arg), translator=translator)
     assets = cast(list[dg.AssetsDefinition], list(defs.assets or []))
-    command = "check" if checks_only else "run"
     jobs = getattr(args, "jobs", 1)
     if jobs > 1:
-        from stagecopy_dagster.executors import persistent_instance, run_in_processes
-
-        if any(run.tags for run in runs):
-            raise PartitionSelectionError(
-                "--jobs > 1 runs unpartitioned tables only; run the partitioned tables "
-                f"({', '.join(t.label for t in partitioned_tables(tables))}) with --jobs 1"
-            )
-        with (
-            persistent_instance() as instance,
-            run_in_processes(
-                spec_arg,
-                embedded=is_demo_spec(spec_arg),
-                translator=getattr(args, "translator", None),
-                keys=[key_of(t) for t in tables],
-                checks_only=checks_only,
-                jobs=jobs,
-                instance=instance,
-            ) as result,
-        ):
-            summary = cli_summary.summarize(result, tables, assets, key_of=key_of, command=command)
-            return _print_summary(args, summary, succeeded=result.success)
+        return _run_in_processes(
+            args, tables, runs, assets, key_of=key_of, checks_only=checks_only, jobs=jobs
+        )
     summary, succeeded = _run_in_process(
         runs,
         defs,
@@ -134,6 +111,45 @@ def _materialize(args: argparse.Namespace, *, checks_only: bool) -> int:
         verbose=verbose,
     )
     return _print_summary(args, summary, succeeded=succeeded)
+
+
+def _run_in_processes(
+    args: argparse.Namespace,
+    tables: Sequence[TableSpec],
+    runs: Sequence[PartitionRun],
+    assets: list[dg.AssetsDefinition],
+    *,
+    key_of: Callable[[TableSpec], dg.AssetKey],
+    checks_only: bool,
+    jobs: int,
+) -> int:
+    """`--jobs N > 1`: the tables' steps `jobs` at a time, each in its own process."""
+    from stagecopy_dagster import cli_summary
+    from stagecopy_dagster.build import is_demo_spec
+    from stagecopy_dagster.executors import persistent_instance, run_in_processes
+    from stagecopy_dagster.partitions import PartitionSelectionError, partitioned_tables
+
+    if any(run.tags for run in runs):
+        raise PartitionSelectionError(
+            "--jobs > 1 runs unpartitioned tables only; run the partitioned tables "
+            f"({', '.join(t.label for t in partitioned_tables(tables))}) with --jobs 1"
+        )
+    spec_arg = _spec_arg(args)
+    with (
+        persistent_instance() as instance,
+        run_in_processes(
+            spec_arg,
+            embedded=is_demo_spec(spec_arg),
+            translator=getattr(args, "translator", None),
+            keys=[key_of(t) for t in tables],
+            checks_only=checks_only,
+            jobs=jobs,
+            instance=instance,
+        ) as result,
+    ):
+        command = "check" if checks_only else "run"
+        summary = cli_summary.summarize(result, tables, assets, key_of=key_of, command=command)
+        return _print_summary(args, summary, succeeded=result.success)
 
 
 def _run_in_process(

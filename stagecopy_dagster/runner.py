@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import psycopg
 
-from stagecopy_dagster import catalog, partitions
+from stagecopy_dagster import catalog, partition_scope
 from stagecopy_dagster import statements as st
 from stagecopy_dagster.comments import NO_DOCS, TableDocs, apply_docs, read_docs
 from stagecopy_dagster.connection import Database
@@ -118,13 +118,13 @@ def replicate(
             if scope is None:
                 return Replication(result, report, _carry_comments(table, snap, tgt, result))
             with _read_only(table, tgt):
-                rows = partitions.row_counts(tgt, scope)
+                rows = partition_scope.row_counts(tgt, scope)
             reports = (
                 _per_partition(
                     scope,
                     report,
                     lambda keys: _compare_after_copy(
-                        partitions.scoped(table, keys, snap.conn).table, snap, tgt, result
+                        partition_scope.scoped(table, keys, snap.conn).table, snap, tgt, result
                     ),
                 )
                 if report is not None
@@ -139,21 +139,21 @@ def replicate(
 
 def _scope(
     table: TableSpec, keys: Sequence[str] | None, snap: SourceSnapshot
-) -> partitions.PartitionScope | None:
+) -> partition_scope.PartitionScope | None:
     """`table` narrowed to `keys` (None for a run over the whole table)."""
     if table.partition is None or not keys:
         return None
-    return partitions.scoped(table, keys, snap.conn)
+    return partition_scope.scoped(table, keys, snap.conn)
 
 
-def _scope_text(scope: partitions.PartitionScope) -> str:
+def _scope_text(scope: partition_scope.PartitionScope) -> str:
     where = scope.table.where
     assert where is not None
     return where.text
 
 
 def _per_partition(
-    scope: partitions.PartitionScope,
+    scope: partition_scope.PartitionScope,
     report: IntegrityReport,
     compare_keys: Callable[[Sequence[str]], IntegrityReport],
 ) -> dict[str, IntegrityReport]:
@@ -201,12 +201,14 @@ def verify_partitions(
 
     def attempt() -> PartitionOutcome:
         with _snapshot(table, source, target) as (snap, tgt):
-            scope = partitions.scoped(table, partition_keys, snap.conn)
+            scope = partition_scope.scoped(table, partition_keys, snap.conn)
             report = _verify_in(scope.table, snap, tgt)
             reports = _per_partition(
                 scope,
                 report,
-                lambda keys: _verify_in(partitions.scoped(table, keys, snap.conn).table, snap, tgt),
+                lambda keys: _verify_in(
+                    partition_scope.scoped(table, keys, snap.conn).table, snap, tgt
+                ),
             )
             return PartitionOutcome(scope.keys, _scope_text(scope), {}, reports)
 

@@ -21,12 +21,10 @@ import pytest
 from stagecopy_dagster import build_definitions, runner
 from stagecopy_dagster.errors import SpecError
 from stagecopy_dagster.local import available_installs
+from stagecopy_dagster.partition_scope import PartitionScope, predicate, row_counts_statement
 from stagecopy_dagster.partitions import (
-    PartitionScope,
     PartitionSelectionError,
     partitions_definition,
-    predicate,
-    row_counts_statement,
     select_keys,
 )
 from stagecopy_dagster.spec import load_spec
