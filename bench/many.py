@@ -54,15 +54,34 @@ FROM generate_series(1, {rows}) g;
 
 @dataclass(frozen=True)
 class JobsResult:
-    """The runs of one `--jobs N`: wall seconds of each, and the median."""
+    """The runs of one `--jobs N`: wall seconds of each, the machine's busy CPU seconds of each."""
 
     jobs: int
     seconds: tuple[float, ...]
+    cpu_seconds: tuple[float, ...] = ()
+    """CPU time the whole machine spent during each run (`/proc/stat`: both PostgreSQL
+    servers, the command, its step processes and anything else running)."""
 
     @property
     def median(self) -> float:
         """The median wall time."""
         return statistics.median(self.seconds)
+
+    @property
+    def cpu_median(self) -> float | None:
+        """The median busy CPU seconds (None where `/proc/stat` cannot be read)."""
+        return statistics.median(self.cpu_seconds) if self.cpu_seconds else None
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds the machine has spent busy since boot (all cores), from `/proc/stat`."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / ticks
 
 
 def _table(i: int) -> sql.Identifier:
@@ -110,6 +129,7 @@ def run_many(cl: BenchClusters, *, runs: int, tables: int = TABLES) -> list[Jobs
     spec = {"tables": [{"source": f"{SCHEMA}.t{i}"} for i in range(tables)]}
     expected = _digests(cl.source.url, tables)
     seconds: dict[int, list[float]] = {n: [] for n in JOBS}
+    cpu: dict[int, list[float]] = {n: [] for n in JOBS}
     with tempfile.TemporaryDirectory(prefix="bench-many-") as tmp:
         spec_path = Path(tmp) / "replication.yaml"
         spec_path.write_text(yaml.safe_dump(spec))
@@ -119,20 +139,25 @@ def run_many(cl: BenchClusters, *, runs: int, tables: int = TABLES) -> list[Jobs
             for jobs in JOBS:
                 _empty_target(cl)
                 command = [*_command(), "run", "--spec", str(spec_path), "--jobs", str(jobs)]
+                busy_before = busy_cpu_seconds()
                 try:
                     m = measured(command, env, timeout=1200, cwd=Path(tmp))
                 except ChildFailed as exc:
                     raise BenchFailure(f"stagecopy run --jobs {jobs} failed: {exc}") from exc
+                busy_after = busy_cpu_seconds()
+                if busy_before is not None and busy_after is not None:
+                    cpu[jobs].append(busy_after - busy_before)
                 if f"{tables} tables: ok" not in m.output:
                     raise BenchFailure(f"--jobs {jobs}: no ok line:\n{m.output[-2000:]}")
                 if _digests(cl.target.url, tables) != expected:
                     raise BenchFailure(f"--jobs {jobs}: the target differs from the source")
                 seconds[jobs].append(m.seconds)
+                busy = f", machine CPU {cpu[jobs][-1]:.1f} s" if cpu[jobs] else ""
                 log(
-                    f"  round {run + 1}/{runs} --jobs {jobs}: {m.seconds:6.2f} s "
+                    f"  round {run + 1}/{runs} --jobs {jobs}: {m.seconds:6.2f} s{busy} "
                     f"(load average {os.getloadavg()[0]:.1f})"
                 )
-    return [JobsResult(n, tuple(seconds[n])) for n in JOBS]
+    return [JobsResult(n, tuple(seconds[n]), tuple(cpu[n])) for n in JOBS]
 
 
 def render(results: list[JobsResult], *, tables: int, rows: int) -> str:
@@ -141,12 +166,18 @@ def render(results: list[JobsResult], *, tables: int, rows: int) -> str:
     lines = [
         f"`stagecopy run --jobs N`, {tables} tables x {rows:,} rows, empty target, "
         f"{os.cpu_count()} CPUs (medians of {len(results[0].seconds)} runs)",
-        "| N | seconds (median) | range | speed-up over N = 1 |",
-        "|---|---|---|---|",
+        "| N | seconds (median) | range | speed-up over N = 1 | machine CPU s (cores busy) |",
+        "|---|---|---|---|---|",
     ]
     lines.extend(
         f"| {r.jobs} | {r.median:.1f} | {min(r.seconds):.1f}-{max(r.seconds):.1f} | "
-        f"{base / r.median:.2f} x |"
+        f"{base / r.median:.2f} x | {_busy(r)} |"
         for r in results
     )
     return "\n".join(lines)
+
+
+def _busy(result: JobsResult) -> str:
+    """Median CPU seconds of the machine during the runs, and the cores that kept busy."""
+    cpu = result.cpu_median
+    return "" if cpu is None else f"{cpu:.1f} ({cpu / result.median:.2f})"
