@@ -126,7 +126,11 @@ def _run_in_processes(
     """`--jobs N > 1`: the tables' steps `jobs` at a time, each in its own process."""
     from stagecopy_dagster import cli_summary
     from stagecopy_dagster.build import is_demo_spec
-    from stagecopy_dagster.executors import persistent_instance, run_in_processes
+    from stagecopy_dagster.executors import (
+        persistent_instance,
+        run_in_processes,
+        start_forkserver,
+    )
     from stagecopy_dagster.partitions import PartitionSelectionError, partitioned_tables
 
     if any(run.tags for run in runs):
@@ -134,6 +138,7 @@ def _run_in_processes(
             "--jobs > 1 runs unpartitioned tables only; run the partitioned tables "
             f"({', '.join(t.label for t in partitioned_tables(tables))}) with --jobs 1"
         )
+    start_forkserver()
     spec_arg = _spec_arg(args)
     with (
         persistent_instance() as instance,
